@@ -1,0 +1,1 @@
+"""`distill` subcommands, discovered by :mod:`distill.cli` (one module a command)."""

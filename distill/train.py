@@ -1,0 +1,107 @@
+"""`distill train`: build teacher, student and data from a config, train, and save the student safely."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from .config import DistillationConfig
+from .data import prepare_datasets
+from .errors import ConfigError
+from .models import load_tokenizer, resolve_builtin
+
+logger = logging.getLogger(__name__)
+
+#: Files written at the top of output_dir by a finished run.
+CONFIG_FILENAME = "distill_config.yaml"
+
+
+def check_output_dir(args: DistillationConfig) -> None:
+    """Refuse to train into a non-empty output_dir unless resuming or explicitly allowed (nothing is lost)."""
+    out = args.output_dir
+    if args.resume_from_checkpoint or args.overwrite_output_dir:
+        return
+    if os.path.isdir(out) and os.listdir(out):
+        last = get_last_checkpoint(out)
+        hint = (f" To continue that run, pass --resume_from_checkpoint {last}." if last else "")
+        raise ConfigError(
+            f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
+            "Otherwise choose a new --output_dir, or pass --overwrite_output_dir true."
+        )
+
+
+def resolve_resume(args: DistillationConfig) -> str | None:
+    """``resume_from_checkpoint``: a path, or 'true'/'latest' for the last checkpoint in output_dir."""
+    value = args.resume_from_checkpoint
+    if value is None:
+        return None
+    if str(value).lower() in ("true", "latest", "last"):
+        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        if last is None:
+            raise ConfigError(f"No checkpoint-* folder in {args.output_dir} to resume from.")
+        return last
+    if not os.path.isdir(value):
+        raise ConfigError(f"resume_from_checkpoint '{value}' is not a directory.")
+    return value
+
+
+def save_student(trainer, args: DistillationConfig) -> None:
+    """Write model (safetensors), tokenizer and ``distill_config.yaml`` to output_dir via a temp dir.
+
+    Files are moved into place only once all of them are written, so an interrupted save never leaves
+    a half-written model next to a previous good one.
+    """
+    out = args.output_dir
+    if not trainer.is_world_process_zero():
+        return
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
+    try:
+        trainer.save_model(tmp)  # model + tokenizer (processing_class), safetensors
+        args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
+        for name in os.listdir(tmp):
+            if name == "training_args.bin":  # pickle; the YAML config replaces it
+                os.remove(os.path.join(tmp, name))
+                continue
+            os.replace(os.path.join(tmp, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_trainer(args: DistillationConfig, texts: list[str] | None = None, callbacks=None, **trainer_kwargs):
+    """Teacher, student, tokenizer, datasets and a ready :class:`~distill.trainer.DistillationTrainer`."""
+    from .trainer import DistillationTrainer
+
+    with args.main_process_first(desc="resolving builtin models"):
+        resolve_builtin(args.teacher_model_name_or_path)  # rank 0 creates a builtin teacher, others wait
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
+                               trust_remote_code=args.trust_remote_code)
+    with args.main_process_first(desc="preparing the dataset"):
+        train_ds, eval_ds = prepare_datasets(args, tokenizer, texts=texts)
+    if args.eval_strategy != "no" and eval_ds is None:
+        raise ConfigError("eval_strategy is set but there is no validation data: add validation_file or "
+                          "validation_split_percentage > 0.")
+    return DistillationTrainer(args=args, processing_class=tokenizer,
+                               train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks, **trainer_kwargs)
+
+
+def run_training(args: DistillationConfig, texts: list[str] | None = None, callbacks=None):
+    """Train end to end: returns the trainer after saving the student to ``args.output_dir``."""
+    check_output_dir(args)
+    resume = resolve_resume(args)
+    trainer = build_trainer(args, texts=texts, callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    if trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    save_student(trainer, args)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
+            json.dump(metrics, fh, indent=2, sort_keys=True)
+    return trainer

@@ -1,0 +1,167 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that distils a frozen teacher into a student.
+
+The trainer orchestrates; the maths lives in pure functions (:mod:`distill.losses`, and the
+counterfactual perturbation in :mod:`distill.counterfactual`). Per step it
+
+1. runs the student on the batch,
+2. runs the frozen teacher (eval mode, no grad, optionally bf16/fp16) on the same batch — and, with
+   counterfactual role reversal, on the gender-swapped batch in the same forward pass,
+3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions,
+4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` through the Trainer's logging.
+
+Evaluation reports the student's own next-token loss and ``eval_perplexity``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from .config import DistillationConfig
+from .data import DistillationCollator
+from .losses import distillation_loss, lm_loss, teacher_log_probs
+from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
+from .student import build_student, check_compatible
+
+#: Batch keys the student and teacher forward passes consume.
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
+
+
+class DistillationTrainer(Trainer):
+    """Knowledge distillation of causal LMs with optional counterfactual role reversal and DP-SGD.
+
+    Args:
+        model: the student. ``None`` builds one from the teacher (``args.student_layers`` /
+            ``args.student_num_layers``) or loads ``args.student_model_name_or_path``.
+        args: a :class:`~distill.config.DistillationConfig`.
+        teacher_model: the teacher, as a model or a Hub name / local path (default:
+            ``args.teacher_model_name_or_path``).
+        Other arguments are those of :class:`transformers.Trainer`.
+    """
+
+    def __init__(self, model: PreTrainedModel | None = None, args: DistillationConfig | None = None,
+                 teacher_model: PreTrainedModel | str | None = None, data_collator=None,
+                 processing_class=None, **kwargs):
+        if args is None:
+            args = DistillationConfig(output_dir="runs/distill")
+        if not isinstance(args, DistillationConfig):
+            raise TypeError("DistillationTrainer needs a DistillationConfig as `args`.")
+        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if isinstance(teacher_model, str):
+            teacher_model = load_causal_lm(teacher_model, dtype=args.teacher_dtype,
+                                           trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+        elif args.teacher_dtype != "auto":
+            teacher_model = teacher_model.to(dtype=getattr(torch, args.teacher_dtype))
+        if processing_class is None:
+            processing_class = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
+                                              trust_remote_code=args.trust_remote_code)
+        student_tokenizer = None
+        if model is None and args.student_model_name_or_path:
+            model = load_causal_lm(args.student_model_name_or_path, dtype="float32",
+                                   trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+            student_tokenizer = maybe_load_tokenizer(args.student_model_name_or_path, args.trust_remote_code)
+        elif model is None:
+            model = build_student(teacher_model, num_layers=args.student_num_layers, layers=args.student_layers)
+        check_compatible(teacher_model, model, processing_class, student_tokenizer)
+        if data_collator is None:
+            data_collator = DistillationCollator(pad_token_id=processing_class.pad_token_id)
+
+        super().__init__(model=model, args=args, data_collator=data_collator,
+                         processing_class=processing_class, **kwargs)
+        # compute_loss returns a per-batch mean: let the Trainer divide it over accumulation steps.
+        self.loss_is_scaled_for_ga = False
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+        teacher_model.eval()
+        teacher_model.requires_grad_(False)
+        # Like the student, the teacher goes through accelerate (device placement; no DDP wrapper for
+        # a model that only runs inference).
+        self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self.teacher.eval()
+        self._setup_counterfactual()
+
+    # ------------------------------------------------------------------------------------------------
+    # hooks for counterfactual role reversal (see distill.counterfactual)
+    # ------------------------------------------------------------------------------------------------
+    def _setup_counterfactual(self) -> None:
+        """Prepare the token permutation used by teacher-prediction perturbation (none by default)."""
+        self.token_permutation = None
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        extra = [c for c in ("labels", "cf_input_ids", "record_id") if c not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + extra
+
+    # ------------------------------------------------------------------------------------------------
+    # teacher
+    # ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_targets(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
+        logprobs = teacher_log_probs(out.logits, self.args.temperature)
+        hidden = out.hidden_states[-1] if need_hidden else None
+        return logprobs, hidden
+
+    # ------------------------------------------------------------------------------------------------
+    # loss
+    # ------------------------------------------------------------------------------------------------
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None):
+        args = self.args
+        need_hidden = args.alpha_cos > 0
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        outputs = model(**model_inputs, output_hidden_states=need_hidden)
+        teacher_logprobs, teacher_hidden = (None, None)
+        if args.alpha_kd > 0 or need_hidden:
+            teacher_logprobs, teacher_hidden = self.teacher_targets(inputs, need_hidden=need_hidden)
+        loss, parts = distillation_loss(
+            outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
+            temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
+            student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
+        )
+        self._record_metrics(parts)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_metrics(self, parts: dict[str, torch.Tensor]) -> None:
+        mode = "train" if self.model.training else "eval"
+        for key, value in parts.items():
+            if self.accelerator.num_processes > 1:
+                value = self.accelerator.gather_for_metrics(value.reshape(1)).float().mean()
+            self._metrics[mode][key].append(float(value))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        if mode == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logs = {**logs, **metrics}
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    # ------------------------------------------------------------------------------------------------
+    # evaluation: the student's own next-token loss and perplexity
+    # ------------------------------------------------------------------------------------------------
+    def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+            logits = model(**model_inputs).logits
+            loss = lm_loss(logits, inputs["labels"]).detach()
+        return loss, None, None
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+        loss = output.metrics.get(f"{prefix}_loss")
+        if loss is not None:
+            output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
+        return output

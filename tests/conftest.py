@@ -1,0 +1,56 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+
+from distill.runtime import tune_cpu_allocator  # noqa: E402
+
+tune_cpu_allocator()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Builtin models are created once per test session in a private cache."""
+    if "FAIR_DISTILL_CACHE" not in os.environ:
+        os.environ["FAIR_DISTILL_CACHE"] = str(tmp_path_factory.mktemp("fair-distill-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def gpt2_tok():
+    from distill.models import gpt2_tokenizer
+
+    return gpt2_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory):
+    """A small GPT-2 (real GPT-2 tokenizer, 4 blocks of width 32), briefly trained, saved with safetensors."""
+    from distill.tiny import TinyTeacherSpec, train_tiny_teacher
+
+    path = tmp_path_factory.mktemp("teacher") / "tiny"
+    spec = TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8, block_size=32)
+    return str(train_tiny_teacher(str(path), spec, progress=False))
+
+
+@pytest.fixture
+def tiny_args(tmp_path, tiny_teacher_dir):
+    """Factory of a fast DistillationConfig on the tiny teacher."""
+    from distill.config import DistillationConfig
+
+    def make(**kw):
+        base = dict(output_dir=str(tmp_path / "out"), teacher_model_name_or_path=tiny_teacher_dir,
+                    student_num_layers=2, dataset_name="builtin:tiny", block_size=32, max_train_samples=400,
+                    per_device_train_batch_size=4, per_device_eval_batch_size=8, max_steps=4, learning_rate=1e-3,
+                    logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=0,
+                    disable_tqdm=True, validation_split_percentage=10)
+        base.update(kw)
+        return DistillationConfig(**base)
+
+    return make

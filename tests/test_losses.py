@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from distill.losses import cosine_loss, distillation_loss, kd_loss, lm_loss, teacher_log_probs
+
+
+def _hand_kl(p, q):
+    return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+
+
+def _softmax(z, t):
+    e = [math.exp(v / t) for v in z]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def test_kd_loss_matches_hand_computation():
+    t = 2.0
+    s_logits = [[1.0, 0.0, -1.0], [0.5, 0.5, 2.0]]
+    t_logits = [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]
+    mask = torch.tensor([[1, 0]])  # only the first position counts
+    expected = t * t * _hand_kl(_softmax(t_logits[0], t), _softmax(s_logits[0], t))
+    got = kd_loss(torch.tensor([s_logits]), teacher_log_probs(torch.tensor([t_logits]), t), mask, t)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    both = t * t * (_hand_kl(_softmax(t_logits[0], t), _softmax(s_logits[0], t))
+                    + _hand_kl(_softmax(t_logits[1], t), _softmax(s_logits[1], t))) / 2
+    got_all = kd_loss(torch.tensor([s_logits]), teacher_log_probs(torch.tensor([t_logits]), t), None, t)
+    assert got_all.item() == pytest.approx(both, rel=1e-6)
+
+
+def test_kd_loss_zero_when_equal_and_positive_otherwise():
+    z = torch.randn(2, 5, 7)
+    assert kd_loss(z, teacher_log_probs(z, 1.5), None, 1.5).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(z, teacher_log_probs(torch.randn(2, 5, 7), 1.5), None, 1.5).item() > 0
+
+
+def test_lm_loss_shifts_and_ignores_padding():
+    logits = torch.randn(1, 4, 6)
+    labels = torch.tensor([[1, 2, 3, -100]])
+    expected = torch.nn.functional.cross_entropy(logits[0, :2], torch.tensor([2, 3]))
+    assert lm_loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_cosine_loss_and_width_mismatch():
+    h = torch.randn(2, 3, 4)
+    assert cosine_loss(h, h, None).item() == pytest.approx(0.0, abs=1e-6)
+    assert cosine_loss(h, -h, None).item() == pytest.approx(2.0, abs=1e-6)
+    with pytest.raises(ValueError, match="alpha_cos"):
+        cosine_loss(h, torch.randn(2, 3, 5), None)
+
+
+def test_distillation_loss_combines_weighted_parts():
+    s, t = torch.randn(2, 4, 9), torch.randn(2, 4, 9)
+    hs, ht = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    labels = torch.randint(0, 9, (2, 4))
+    mask = torch.ones(2, 4)
+    tl = teacher_log_probs(t, 2.0)
+    total, parts = distillation_loss(s, tl, labels, mask, temperature=2.0, alpha_kd=0.5, alpha_lm=2.0, alpha_cos=3.0,
+                                     student_hidden=hs, teacher_hidden=ht)
+    expected = 0.5 * kd_loss(s, tl, mask, 2.0) + 2.0 * lm_loss(s, labels) + 3.0 * cosine_loss(hs, ht, mask)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert set(parts) == {"loss_kd", "loss_lm", "loss_cos"}
