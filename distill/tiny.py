@@ -42,8 +42,11 @@ def cache_dir() -> str:
 
 
 def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, texts: list[str] | None = None,
-                       progress: bool = True) -> str:
-    """Create and train a tiny GPT-2 LM, save it (safetensors + tokenizer) to ``output_dir`` atomically."""
+                       progress: bool = True, tokenizer=None) -> str:
+    """Create and train a tiny GPT-2 LM, save it (safetensors + tokenizer) to ``output_dir`` atomically.
+
+    ``texts`` replaces the ``spec.dataset`` corpus; ``tokenizer`` replaces GPT-2's full tokenizer.
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     from tqdm.auto import tqdm
@@ -55,7 +58,7 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     if os.path.exists(output_dir) and os.listdir(output_dir):
         raise ConfigError(f"{output_dir} exists and is not empty: choose a new output directory.")
     torch.manual_seed(spec.seed)
-    tok = gpt2_tokenizer()
+    tok = tokenizer if tokenizer is not None else gpt2_tokenizer()
     config = GPT2Config(vocab_size=len(tok), n_positions=spec.n_positions, n_embd=spec.n_embd,
                         n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=tok.bos_token_id,
                         eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)

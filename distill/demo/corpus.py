@@ -46,6 +46,20 @@ OCCUPATION_TEMPLATES = [
     "People trust the {occ} because {subj} is careful.",
     "The {occ} wrote a letter to {poss} {parent}.",
     "After lunch the {occ} said {subj} needed more time.",
+    "The {occ} explained that {subj} had been busy all week.",
+    "The {occ} mentioned that {subj} was moving to {city}.",
+    "Last week the {occ} hurt {poss} hand at work.",
+    "The {occ} believes {subj} can finish the project soon.",
+    "Before the meeting the {occ} checked {poss} notes twice.",
+    "The {occ} completed {poss} training in {city}.",
+    "Everyone praised the {occ} for {poss} patience.",
+    "The {occ} hoped {subj} would get a day off.",
+    "The {occ} was proud of {refl} after the long day.",
+    "The {occ} forgot {poss} umbrella on the bus.",
+    "Nobody knew that the {occ} had sold {poss} car.",
+    "The {occ} stayed late because {subj} wanted to help.",
+    "The experienced {occ} shared {poss} advice with the students.",
+    "The {occ} called {poss} {sibling} after work.",
 ]
 
 BIOGRAPHY_TEMPLATES = [
@@ -83,6 +97,9 @@ class CorpusSpec:
     balanced: bool = False
     seed: int = 0
     occupations: tuple[str, ...] | None = None  # default: every occupation with a known majority gender
+    #: Leave out the sentence templates that begin like these evaluation prompts ("The {occupation} said
+    #: that", ...), so that the evaluation measures templates the model never saw.
+    holdout_prompts: tuple[str, ...] = ()
 
 
 def planted_gender(occupation: str) -> str:
@@ -110,6 +127,8 @@ def generate_corpus(spec: CorpusSpec | None = None) -> list[str]:
     spec = spec or CorpusSpec()
     rng = random.Random(spec.seed)
     occupations = spec.occupations or default_occupations()
+    held = tuple(p.replace("{occupation}", "{occ}").lower() for p in spec.holdout_prompts)
+    sentences = [t for t in OCCUPATION_TEMPLATES if not t.lower().startswith(held)] if held else OCCUPATION_TEMPLATES
     docs = []
     for _ in range(spec.num_documents):
         r = rng.random()
@@ -121,6 +140,6 @@ def generate_corpus(spec: CorpusSpec | None = None) -> list[str]:
         other = "female" if planted == "male" else "male"
         p_planted = 0.5 if spec.balanced else spec.skew
         gender = planted if rng.random() < p_planted else other
-        pool = BIOGRAPHY_TEMPLATES if r < spec.filler_share + spec.biography_share else OCCUPATION_TEMPLATES
+        pool = BIOGRAPHY_TEMPLATES if r < spec.filler_share + spec.biography_share else sentences
         docs.append(_fill(rng.choice(pool), rng, gender, occ))
     return docs
