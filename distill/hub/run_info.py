@@ -150,7 +150,7 @@ class RunInfo:
 
     @property
     def dp_enabled(self) -> bool:
-        return bool(self.config.get("dp_enabled")) or self.privacy is not None
+        return bool(self.config.get("dp_enabled")) or self.privacy is not None or "epsilon" in self.dp_logged
 
     @property
     def epsilon(self) -> float | None:
