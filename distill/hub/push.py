@@ -104,6 +104,8 @@ def _reason(exc: Exception) -> str:
     hint = {401: " Check that your token is valid (`hf auth login`).",
             403: " Your token has no write access to this repo or namespace: use a write token or another repo id.",
             404: " The repo or revision does not exist or is not visible to your token."}.get(status, "")
+    if status is None and isinstance(exc, (ConnectionError, TimeoutError, _HTTPError)):
+        hint = " Check your network connection (and HF_ENDPOINT if you set it)."
     return f"{first}.{hint}"
 
 
