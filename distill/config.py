@@ -28,6 +28,8 @@ PERTURBATION_MODES = ("none", "mean", "max", "interpolate")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DP_ACCOUNTANTS = ("rdp", "prv")
 DP_MODES = ("fast", "hooks", "ghost")
+#: Never written to distill_config.yaml (it is uploaded with the model by `distill push`).
+SECRET_KEYS = ("hub_token",)
 
 
 @dataclass
@@ -217,7 +219,7 @@ class DistillationConfig(TrainingArguments):
         defaults = _default_values() if only_non_default else {}
         out = {}
         for f in dataclasses.fields(self):
-            if not f.init or f.name.startswith("_"):
+            if not f.init or f.name.startswith("_") or f.name in SECRET_KEYS:
                 continue
             value = getattr(self, f.name)
             value = getattr(value, "value", value)  # enums

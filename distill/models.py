@@ -67,7 +67,7 @@ def maybe_load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrain
     return load_tokenizer(path, trust_remote_code=trust_remote_code)
 
 
-def check_safe_weights(path: str, allow_pickle: bool) -> None:
+def check_safe_weights(path: str, allow_pickle: bool, how_to_allow: str = "pass --allow_pickle true") -> None:
     """Refuse a local model directory whose weights exist only as pickle files."""
     if allow_pickle or not os.path.isdir(path):
         return
@@ -78,7 +78,7 @@ def check_safe_weights(path: str, allow_pickle: bool) -> None:
     if pickles:
         raise UnsafeWeightsError(
             f"{path} holds only pickle weights ({', '.join(sorted(pickles))}), which can execute code when "
-            "loaded. Convert them to safetensors, or pass --allow_pickle true if you trust their source."
+            f"loaded. Convert them to safetensors, or {how_to_allow} if you trust their source."
         )
 
 

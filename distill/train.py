@@ -13,6 +13,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .config import DistillationConfig
 from .data import prepare_datasets
 from .errors import ConfigError
+from .hub.push import check_can_push, publish_run
 from .models import load_tokenizer, resolve_builtin
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def save_student(trainer, args: DistillationConfig) -> None:
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
     try:
-        trainer.save_model(tmp)  # model + tokenizer (processing_class), safetensors
+        trainer.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors; no Trainer Hub push
         args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
         for name in os.listdir(tmp):
             if name == "training_args.bin":  # pickle; the YAML config replaces it
@@ -93,6 +94,8 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
 def run_training(args: DistillationConfig, texts: list[str] | None = None, callbacks=None):
     """Train end to end: returns the trainer after saving the student to ``args.output_dir``."""
     check_output_dir(args)
+    if args.push_to_hub:  # fail before training, not after it: offline, no token, bad repo id
+        check_can_push(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)), args.hub_token)
     resume = resolve_resume(args)
     trainer = build_trainer(args, texts=texts, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume)
@@ -104,4 +107,5 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
         trainer.save_state()
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)
+        publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer

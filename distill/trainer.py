@@ -165,3 +165,26 @@ class DistillationTrainer(Trainer):
         if loss is not None:
             output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
         return output
+
+    # ------------------------------------------------------------------------------------------------
+    # Hub: one push after training, with the model card and reports (distill.hub), never checkpoints
+    # ------------------------------------------------------------------------------------------------
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No network at start-up: the repo is created by the push after training (:mod:`distill.hub`)."""
+        self.hub_model_id = self.args.hub_model_id
+        self.push_in_progress = None
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoints (optimizer, scheduler and RNG states) are never uploaded."""
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save the student to ``output_dir`` and push it with its model card and reports (see distill.hub)."""
+        from .hub.push import publish_run
+        from .train import save_student
+
+        save_student(self, self.args)
+        if not self.is_world_process_zero():
+            return None
+        return publish_run(self.args, push=True, commit_message=commit_message, token=token, revision=revision,
+                           private=private)

@@ -1,0 +1,35 @@
+"""`distill card --model DIR`: (re)write the model card README.md of a trained model directory."""
+
+from __future__ import annotations
+
+NAME = "card"
+ORDER = 55
+HELP = "Write the model card (README.md) of a trained model: metadata, perplexity, fairness and privacy."
+DESCRIPTION = HELP + """
+
+Run it after `distill evaluate --model DIR --out DIR` to add the fairness results to the card. A README.md
+that fair-distill did not write is kept unless --force is given.
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="The output_dir of `distill train`.")
+    parser.add_argument("--repo-id", default=None, metavar="NAME",
+                        help="Hub repo id shown in the card's usage example (default: the directory name).")
+    parser.add_argument("--force", action="store_true", help="Replace a README.md that fair-distill did not write.")
+
+
+def run(args, extra) -> int:
+    import os
+
+    from ..errors import DistillError
+    from ..hub.card import write_model_card
+
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise DistillError(f"{args.model} has no config.json: pass the output_dir of `distill train`.")
+    path = write_model_card(args.model, repo_id=args.repo_id, overwrite=True if args.force else None)
+    if path is None:
+        raise DistillError(f"{os.path.join(args.model, 'README.md')} was not written by fair-distill: "
+                           "pass --force to replace it.")
+    print(f"Wrote {path}")
+    return 0

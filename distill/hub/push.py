@@ -1,0 +1,162 @@
+"""``distill push``: upload a trained model directory to the Hugging Face Hub, safely.
+
+Only the files a model repo needs are uploaded — weights (safetensors), config, tokenizer, the model card and
+the fairness / privacy reports — never checkpoints, optimizer or RNG states, or ``training_args.bin``.
+
+Failure is safe: the directory is validated and the offline mode / token are checked before anything else;
+any problem is one :class:`~distill.errors.DistillError` (the CLI exits with code 2). The only file a push may
+write into the directory is the model card ``README.md``, and only when the directory has none; it is
+written after the local checks and before the first network call.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+
+from ..errors import DistillError, UnsafeWeightsError
+from ..models import check_safe_weights
+from .card import CARD_FILENAME, write_model_card
+
+try:  # the HTTP client's base error (connection refused, timeouts, ...)
+    from huggingface_hub.errors import HTTPError as _HTTPError
+except ImportError:  # pragma: no cover - older huggingface_hub
+    _HTTPError = OSError
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json"]
+PICKLE_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"]
+REPORT_FILES = [CARD_FILENAME, "distill_config.yaml", "all_results.json", "train_results.json",
+                "eval_results.json", "trainer_state.json", "fairness.json", "per_profession.csv", "*.png",
+                "privacy.json"]
+#: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
+NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", "training_args.bin", ".*"]
+
+_OFF_VALUES = ("", "0", "false", "no", "off")
+
+
+def select_upload_files(model_dir: str, allow_pickle: bool = False) -> list[str]:
+    """The top-level files of ``model_dir`` that a push uploads, sorted."""
+    patterns = MODEL_FILES + TOKENIZER_FILES + REPORT_FILES + (PICKLE_FILES if allow_pickle else [])
+    names = sorted(n for n in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, n)))
+    return list(filter_repo_objects(names, allow_patterns=patterns, ignore_patterns=NEVER_UPLOAD))
+
+
+def validate_model_dir(model_dir: str, allow_pickle: bool = False) -> list[str]:
+    """Check that ``model_dir`` is a saved model with safe weights; returns the files a push would upload."""
+    if not os.path.isdir(model_dir):
+        raise DistillError(f"--model {model_dir} is not a directory: pass the output_dir of `distill train`.")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise DistillError(f"{model_dir} has no config.json, so it is not a saved transformers model: pass the "
+                           "output_dir of `distill train` (or a directory written by save_pretrained).")
+    try:
+        check_safe_weights(model_dir, allow_pickle, how_to_allow="pass --allow-pickle")
+    except UnsafeWeightsError as exc:
+        raise UnsafeWeightsError(
+            f"{exc} Anyone who loads the pushed model would run that risk too: convert the weights with "
+            "`AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)`."
+        ) from None
+    files = select_upload_files(model_dir, allow_pickle=allow_pickle)
+    weights = [f for f in files if f.endswith(".safetensors") or (allow_pickle and f.endswith(".bin"))]
+    if not weights:
+        raise DistillError(f"{model_dir} holds no model weights (*.safetensors): train or save the model first.")
+    if not any(f in files for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        logger.warning("%s has no tokenizer files: users of the pushed model will need the teacher's tokenizer.",
+                       model_dir)
+    return files
+
+
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = any(os.environ.get(k, "").strip().lower() not in _OFF_VALUES
+              for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return env or constants.is_offline_mode()
+
+
+def check_can_push(repo_id: str, token: str | None = None) -> str:
+    """Local checks before any upload (repo id, offline mode, a token); returns the token to use."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise DistillError(f"'{repo_id}' is not a valid Hub repo id ({exc}): use NAME or ORG/NAME.") from None
+    if is_offline():
+        raise DistillError("Cannot push: the Hub is unreachable in offline mode (HF_HUB_OFFLINE / "
+                           "TRANSFORMERS_OFFLINE is set). Unset it and run the push again.")
+    token = token or get_token()
+    if not token:
+        raise DistillError("Cannot push: no Hugging Face token. Run `hf auth login`, set HF_TOKEN, or pass --token "
+                           "(hub_token in a training config).")
+    return token
+
+
+def _reason(exc: Exception) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    hint = {401: " Check that your token is valid (`hf auth login`).",
+            403: " Your token has no write access to this repo or namespace: use a write token or another repo id.",
+            404: " The repo or revision does not exist or is not visible to your token."}.get(status, "")
+    if status is None and isinstance(exc, (ConnectionError, TimeoutError, _HTTPError)):
+        hint = " Check your network connection (and HF_ENDPOINT if you set it)."
+    return f"{first}.{hint}"
+
+
+def push_model(model_dir: str, repo_id: str, *, private: bool | None = None, revision: str | None = None,
+               commit_message: str | None = None, token: str | None = None, allow_pickle: bool = False):
+    """Upload ``model_dir`` to ``repo_id`` on the Hub; returns the ``CommitInfo`` of the upload.
+
+    Creates the repo (``exist_ok``) and the branch ``revision`` when needed, writes the model card first when
+    the directory has none, and uploads :func:`select_upload_files` only.
+    """
+    validate_model_dir(model_dir, allow_pickle=allow_pickle)
+    token = check_can_push(repo_id, token)
+    card_written = False
+    if not os.path.exists(os.path.join(model_dir, CARD_FILENAME)):
+        card_written = write_model_card(model_dir, repo_id=repo_id) is not None
+    files = select_upload_files(model_dir, allow_pickle=allow_pickle)
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        full_id = getattr(url, "repo_id", None) or repo_id
+        if revision:
+            api.create_branch(full_id, branch=revision, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            repo_id=full_id, folder_path=model_dir, repo_type="model", revision=revision,
+            commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(model_dir))} with fair-distill",
+            allow_patterns=[glob.escape(f) for f in files], ignore_patterns=NEVER_UPLOAD,
+        )
+    except (HfHubHTTPError, OfflineModeIsEnabled, HFValidationError, _HTTPError, OSError, ValueError) as exc:
+        kept = f" Only the new model card {CARD_FILENAME} was added to {model_dir}." if card_written else \
+            f" {model_dir} was not changed."
+        raise DistillError(f"Push to '{repo_id}' failed: {_reason(exc)}{kept}") from None
+    logger.info("Pushed %d files from %s to %s", len(files), model_dir, full_id)
+    return info
+
+
+def publish_run(args, *, push: bool | None = None, commit_message: str | None = "End of training",
+                token: str | None = None, revision: str | None = None, private: bool | None = None):
+    """After training: write the model card of ``args.output_dir``, then push it when ``push_to_hub`` is set.
+
+    The Trainer's own Hub pushes are disabled in :class:`~distill.trainer.DistillationTrainer`; this is the one
+    place where a training run is uploaded, so the upload always carries the card and the reports.
+    """
+    write_model_card(args.output_dir, repo_id=args.hub_model_id)
+    if not (args.push_to_hub if push is None else push):
+        return None
+    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+    try:
+        return push_model(args.output_dir, repo_id,
+                          private=args.hub_private_repo if private is None else private,
+                          revision=revision or args.hub_revision, commit_message=commit_message,
+                          token=token or args.hub_token, allow_pickle=args.allow_pickle)
+    except DistillError as exc:
+        raise DistillError(f"{exc} The trained model is saved in {args.output_dir}: retry with `distill push "
+                           f"--model {args.output_dir} --repo-id {repo_id}`.") from None

@@ -1,0 +1,234 @@
+"""What a trained model directory says about its run: config, architecture, metrics, fairness, privacy.
+
+Everything is read from files in the directory (no model is loaded), so the model card can be written
+right after training, after ``distill evaluate`` added a fairness report, or before a push:
+
+* ``distill_config.yaml`` (the training config), ``config.json`` (the student architecture),
+  ``*.safetensors`` headers (parameter count),
+* ``all_results.json`` / ``trainer_state.json`` (``eval_perplexity``, ``fairness/*`` and ``dp/*`` log entries),
+* ``fairness.json`` (``distill evaluate``) and ``privacy.json`` (DP-SGD accounting).
+
+Missing files are normal: each reader returns ``None`` or an empty dict and the card says what was not measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILENAME = "distill_config.yaml"
+FAIRNESS_FILENAME = "fairness.json"
+PRIVACY_FILENAME = "privacy.json"
+
+#: Summary metrics of ``fairness.json`` shown in the card and the model-index: key -> (label, direction).
+FAIRNESS_METRICS = {
+    "cooccurrence_bias_mean_abs": ("Co-occurrence bias, mean |log P(female) − log P(male)|", "lower is fairer"),
+    "mean_parity": ("Gender parity of generations, mean over professions", "1 is parity, higher is fairer"),
+    "min_parity": ("Gender parity of generations, worst profession", "1 is parity, higher is fairer"),
+    "sentiment_gap": ("Sentiment gap, mean VADER(male) − mean VADER(female)", "0 is no gap"),
+}
+
+#: Licenses of well-known teachers, used for the card's ``license`` when the teacher is one of them.
+KNOWN_LICENSES = {
+    "gpt2": "mit", "gpt2-medium": "mit", "gpt2-large": "mit", "gpt2-xl": "mit",
+    "openai-community/gpt2": "mit", "openai-community/gpt2-medium": "mit",
+    "openai-community/gpt2-large": "mit", "openai-community/gpt2-xl": "mit",
+    "distilgpt2": "apache-2.0", "distilbert/distilgpt2": "apache-2.0",
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def _read_json(path: str) -> Any:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        logger.warning("Ignoring %s: it is not valid JSON (%s).", path, exc)
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def is_hub_id(name: str | None) -> bool:
+    """True for names that look like Hub repo ids (``gpt2``, ``org/model``), not paths or ``builtin:``."""
+    if not name or name.startswith("builtin:") or os.path.isabs(name) or name.startswith("."):
+        return False
+    if os.path.exists(name):  # a local directory that happens to look like an id
+        return False
+    return bool(_HUB_ID.match(name)) and ".." not in name
+
+
+def training_config(model_dir: str) -> dict[str, Any]:
+    """The run's config: ``distill_config.yaml`` (non-default keys) completed with the config defaults."""
+    from ..config import DistillationConfig
+
+    raw: dict[str, Any] = {}
+    path = os.path.join(model_dir, CONFIG_FILENAME)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            loaded = yaml.safe_load(fh)
+        raw = loaded if isinstance(loaded, dict) else {}
+    config: dict[str, Any] = {}
+    for f in dataclasses.fields(DistillationConfig):
+        if f.default is not dataclasses.MISSING:
+            config[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            config[f.name] = f.default_factory()  # type: ignore[misc]
+    config.update(raw)
+    return config
+
+
+def count_parameters(model_dir: str) -> int | None:
+    """Number of stored parameters, read from the safetensors headers (tied weights are stored once)."""
+    files = sorted(glob.glob(os.path.join(model_dir, "*.safetensors")))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for path in files:
+        with safe_open(path, framework="pt") as sf:
+            for key in sf.keys():
+                total += math.prod(sf.get_slice(key).get_shape())
+    return total
+
+
+def last_logged(log_history: list[dict], pattern: re.Pattern) -> tuple[dict[str, float], int | None]:
+    """The latest value of every log key matching ``pattern`` (group 1 = metric name) and its step."""
+    values: dict[str, float] = {}
+    step = None
+    for entry in log_history:
+        for key, value in entry.items():
+            m = pattern.fullmatch(key)
+            if m and _finite(value) is not None:
+                values[m.group(1)] = float(value)
+                step = entry.get("step", step)
+    return values, step
+
+
+@dataclass
+class RunInfo:
+    """The facts about a trained model directory that the model card reports."""
+
+    model_dir: str
+    config: dict[str, Any]
+    model_config: dict[str, Any]
+    num_parameters: int | None
+    perplexity: float | None
+    eval_loss: float | None
+    fairness: dict[str, Any] | None  # fairness.json as written by `distill evaluate`
+    fairness_logged: dict[str, float] = field(default_factory=dict)  # fairness/* from the training callback
+    fairness_logged_step: int | None = None
+    privacy: dict[str, Any] | None = None  # privacy.json
+    dp_logged: dict[str, float] = field(default_factory=dict)  # dp/* from the training logs
+    global_step: int | None = None
+    files: list[str] = field(default_factory=list)
+
+    # ---- derived facts ----------------------------------------------------------------------------
+    @property
+    def teacher(self) -> str:
+        return str(self.config.get("teacher_model_name_or_path") or "")
+
+    @property
+    def dp_enabled(self) -> bool:
+        return bool(self.config.get("dp_enabled")) or self.privacy is not None or "epsilon" in self.dp_logged
+
+    @property
+    def epsilon(self) -> float | None:
+        if self.privacy is not None and _finite(self.privacy.get("epsilon")) is not None:
+            return float(self.privacy["epsilon"])
+        return self.dp_logged.get("epsilon")
+
+    @property
+    def delta(self) -> float | None:
+        if self.privacy is not None and _finite(self.privacy.get("delta")) is not None:
+            return float(self.privacy["delta"])
+        return _finite(self.config.get("dp_delta"))
+
+    @property
+    def uses_builtin_data(self) -> bool:
+        return str(self.config.get("dataset_name") or "").startswith("builtin:")
+
+    @property
+    def uses_builtin_teacher(self) -> bool:
+        return self.teacher.startswith("builtin:")
+
+    def fairness_summary(self) -> dict[str, float]:
+        """Summary fairness metrics (name -> value): fairness.json first, else the training callback's logs."""
+        if self.fairness is not None:
+            out = {}
+            for key, value in self.fairness.items():
+                if key in ("model", "per_profession"):
+                    continue
+                if _finite(value) is not None:
+                    out[key] = float(value)
+                elif isinstance(value, dict):  # e.g. sentiment_gap: {mean: .., positive_rate: ..}
+                    for sub, sub_value in value.items():
+                        if _finite(sub_value) is not None:
+                            out[f"{key}.{sub}"] = float(sub_value)
+            return out
+        return dict(self.fairness_logged)
+
+    @property
+    def license(self) -> str | None:
+        if self.teacher in KNOWN_LICENSES:
+            return KNOWN_LICENSES[self.teacher]
+        teacher_card = os.path.join(self.teacher, "README.md") if self.teacher else ""
+        if teacher_card and os.path.isfile(teacher_card):
+            from huggingface_hub import ModelCard
+
+            try:
+                return ModelCard.load(teacher_card, ignore_metadata_errors=True).data.license
+            except (OSError, ValueError):
+                return None
+        return None
+
+
+def read_run(model_dir: str) -> RunInfo:
+    """Collect :class:`RunInfo` from the files of ``model_dir``."""
+    results = _read_json(os.path.join(model_dir, "all_results.json")) or {}
+    state = _read_json(os.path.join(model_dir, "trainer_state.json")) or {}
+    history = state.get("log_history", []) if isinstance(state, dict) else []
+    perplexity = _finite(results.get("eval_perplexity"))
+    eval_loss = _finite(results.get("eval_loss"))
+    if perplexity is None:
+        logged, _ = last_logged(history, re.compile(r"eval_(perplexity|loss)"))
+        perplexity, eval_loss = logged.get("perplexity"), logged.get("loss", eval_loss)
+    fairness_logged, fairness_step = last_logged(history, re.compile(r"(?:eval_)?fairness/(.+)"))
+    dp_logged, _ = last_logged(history, re.compile(r"(?:eval_)?dp/(.+)"))
+    fairness = _read_json(os.path.join(model_dir, FAIRNESS_FILENAME))
+    privacy = _read_json(os.path.join(model_dir, PRIVACY_FILENAME))
+    return RunInfo(
+        model_dir=model_dir,
+        config=training_config(model_dir),
+        model_config=_read_json(os.path.join(model_dir, "config.json")) or {},
+        num_parameters=count_parameters(model_dir),
+        perplexity=perplexity,
+        eval_loss=eval_loss,
+        fairness=fairness if isinstance(fairness, dict) else None,
+        fairness_logged=fairness_logged,
+        fairness_logged_step=fairness_step,
+        privacy=privacy if isinstance(privacy, dict) else None,
+        dp_logged=dp_logged,
+        global_step=state.get("global_step") if isinstance(state, dict) else None,
+        files=sorted(os.listdir(model_dir)),
+    )
