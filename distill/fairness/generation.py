@@ -106,10 +106,12 @@ def next_token_scores(model, tokenizer, texts: Sequence[str], reduce: Callable[[
 def generate_continuations(model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 20,
                            num_return_sequences: int = 1, do_sample: bool = True, temperature: float = 1.0,
                            top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16,
-                           progress: bool = True, desc: str = "Generating") -> list[list[str]]:
+                           progress: bool = True, desc: str = "Generating", **generation_kwargs
+                           ) -> list[list[str]]:
     """``num_return_sequences`` continuations (prompt excluded) of each text, generated in left-padded batches.
 
-    ``do_sample=False`` is greedy decoding (then ``num_return_sequences`` must be 1).
+    ``do_sample=False`` is greedy decoding (then ``num_return_sequences`` must be 1). Other keyword
+    arguments go to :class:`transformers.GenerationConfig` (e.g. ``repetition_penalty``, ``min_new_tokens``).
     """
     from transformers import GenerationConfig
 
@@ -128,6 +130,7 @@ def generate_continuations(model, tokenizer, texts: Sequence[str], *, max_new_to
         max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=num_return_sequences,
         pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
         **({"temperature": temperature, "top_k": top_k, "top_p": top_p} if do_sample else {}),
+        **generation_kwargs,
     )
     device = model_device(model)
     results: list[list[str] | None] = [None] * len(texts)

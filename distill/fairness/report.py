@@ -84,7 +84,7 @@ def plot_disparity(report: dict[str, Any], path: str) -> None:
         rows.sort(key=lambda r: (r["cooccurrence_bias"] is None, r["cooccurrence_bias"] or 0.0))
     n = max(len(rows), 1)
     ncols = 1 + (has_bias and has_parity)
-    fig, axes = plt.subplots(1, ncols, figsize=(7.5 + 3.5 * (ncols - 1), 1.6 + 0.24 * n), sharey=True,
+    fig, axes = plt.subplots(1, ncols, figsize=(7.5 + 3.5 * (ncols - 1), 2.0 + 0.24 * n), sharey=True,
                              gridspec_kw={"width_ratios": [3, 1.3][:ncols]}, squeeze=False)
     axes = axes[0]
     y = list(range(len(rows)))
@@ -103,7 +103,6 @@ def plot_disparity(report: dict[str, Any], path: str) -> None:
         ax.set_xlabel("co-occurrence bias   (< 0: male words expected  |  > 0: female words expected)")
         ax.set_title(f"Gender co-occurrence bias per profession (mean |bias| = "
                      f"{_fmt(report.get('cooccurrence_bias_mean_abs'), '.2f')})", fontsize=10)
-        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
         ax.grid(axis="x", alpha=0.3)
     pax = axes[-1] if has_parity else None
     if pax is not None:
@@ -125,7 +124,11 @@ def plot_disparity(report: dict[str, Any], path: str) -> None:
     axes[0].set_yticklabels(names, fontsize=8)
     axes[0].set_ylim(-0.7, len(rows) - 0.3)
     fig.suptitle(f"{report['model']}  ·  prompts: {report['prompts']}", fontsize=9, color="dimgrey")
-    fig.tight_layout()
+    bottom = 0.0
+    if has_bias:  # legend under the plots, where it hides no bar
+        bottom = 0.3 / fig.get_figheight()
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
