@@ -87,8 +87,13 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
     if args.eval_strategy != "no" and eval_ds is None:
         raise ConfigError("eval_strategy is set but there is no validation data: add validation_file or "
                           "validation_split_percentage > 0.")
-    return DistillationTrainer(args=args, processing_class=tokenizer,
-                               train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks, **trainer_kwargs)
+    trainer = DistillationTrainer(args=args, processing_class=tokenizer,
+                                  train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks, **trainer_kwargs)
+    if args.fairness_enabled:
+        from .fairness.callback import FairnessCallback
+
+        trainer.add_callback(FairnessCallback.from_trainer(trainer))
+    return trainer
 
 
 def run_training(args: DistillationConfig, texts: list[str] | None = None, callbacks=None):
@@ -107,5 +112,9 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
         trainer.save_state()
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)
+        if args.fairness_enabled:  # the final student's fairness report, for the model card
+            from .fairness.callback import write_final_report
+
+            write_final_report(trainer, args.output_dir)
         publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer
