@@ -32,6 +32,7 @@ class TinyTeacherSpec:
     learning_rate: float = 3e-3
     dataset: str = "builtin:tiny"
     seed: int = 0
+    packing: bool = True  # False: one document a row (padded), which learns sentence-level associations faster
 
 
 BUILTIN_MODELS = {"tiny-gpt2": TinyTeacherSpec()}
@@ -51,7 +52,7 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     from transformers import GPT2Config, GPT2LMHeadModel
     from tqdm.auto import tqdm
 
-    from .data import load_raw_datasets, tokenize_and_pack
+    from .data import DistillationCollator, load_raw_datasets, tokenize_and_pack
     from .models import gpt2_tokenizer
 
     spec = spec or TinyTeacherSpec()
@@ -64,8 +65,9 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
                         eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     model = GPT2LMHeadModel(config)
     raw = load_raw_datasets(None if texts else spec.dataset, texts=texts, validation_split_percentage=0)
-    blocks = tokenize_and_pack(raw["train"], tok, block_size=spec.block_size)
-    data = torch.tensor(blocks["input_ids"])
+    blocks = tokenize_and_pack(raw["train"], tok, block_size=spec.block_size, packing=spec.packing)
+    rows = blocks["input_ids"]
+    collate = DistillationCollator(pad_token_id=tok.pad_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=spec.steps,
                                                 pct_start=0.1)
@@ -73,9 +75,10 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     model.train()
     bar = tqdm(range(spec.steps), desc="Training tiny teacher", disable=not progress)
     for _ in bar:
-        idx = torch.randint(0, len(data), (spec.batch_size,), generator=gen)
-        batch = data[idx]
-        loss = model(input_ids=batch, labels=batch).loss
+        idx = torch.randint(0, len(rows), (spec.batch_size,), generator=gen).tolist()
+        batch = collate([{"input_ids": rows[i]} for i in idx])
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     position_ids=batch["position_ids"], labels=batch["labels"]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

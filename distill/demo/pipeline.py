@@ -24,33 +24,42 @@ from ..config import DistillationConfig
 from ..errors import ConfigError
 from ..tiny import TinyTeacherSpec, train_tiny_teacher
 from .corpus import CorpusSpec, generate_corpus
+from .vocab import restricted_gpt2_tokenizer
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
+#: The demo's occupations: eight with a female and eight with a male real-world majority.
+DEMO_OCCUPATIONS = ("nurse", "secretary", "receptionist", "hairdresser", "librarian", "dental hygienist", "nanny",
+                    "dietitian", "carpenter", "electrician", "plumber", "mechanic", "firefighter", "pilot",
+                    "truck driver", "construction worker")
 
 
 @dataclass
 class DemoSpec:
     """Sizes of a demo run. ``quick()`` is the < 2 minute version used by tests."""
 
-    num_documents: int = 8000
-    heldout_documents: int = 600
+    num_documents: int = 4000
+    heldout_documents: int = 400
     skew: float = 0.9
     teacher: TinyTeacherSpec = field(default_factory=lambda: TinyTeacherSpec(
-        n_layer=4, n_embd=64, n_head=4, steps=600, batch_size=16, block_size=32, learning_rate=3e-3))
-    student_layers: int = 2
+        n_layer=2, n_embd=64, n_head=4, n_positions=64, steps=700, batch_size=32, block_size=48,
+        learning_rate=8e-3, packing=False))
+    student_layers: int = 1
     student_steps: int = 300
-    batch_size: int = 16
-    learning_rate: float = 2e-3
+    batch_size: int = 32
+    learning_rate: float = 5e-3
     dp_target_epsilon: float = 8.0
     dp_batch_size: int = 64
+    dp_learning_rate: float = 1e-2
+    num_samples: int = 2
+    max_new_tokens: int = 12
     seed: int = 0
 
     @classmethod
     def quick(cls, seed: int = 0) -> "DemoSpec":
-        return cls(num_documents=3000, heldout_documents=300,
-                   teacher=TinyTeacherSpec(n_layer=2, n_embd=64, n_head=4, steps=250, batch_size=16,
-                                           block_size=32, learning_rate=4e-3),
-                   student_layers=1, student_steps=100, seed=seed)
+        return cls(num_documents=2000, heldout_documents=200,
+                   teacher=TinyTeacherSpec(n_layer=2, n_embd=64, n_head=4, n_positions=64, steps=300, batch_size=32,
+                                           block_size=48, learning_rate=8e-3, packing=False),
+                   student_steps=80, num_samples=1, max_new_tokens=8, seed=seed)
 
 
 def heldout_perplexity(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
@@ -62,9 +71,9 @@ def heldout_perplexity(model, tokenizer, texts: list[str], batch_size: int = 32)
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True)
             ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            targets = ids[:, 1:]
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
             keep = mask[:, 1:].float()
             total_nll += float((nll * keep).sum())
             total_tokens += int(keep.sum())
@@ -72,7 +81,7 @@ def heldout_perplexity(model, tokenizer, texts: list[str], batch_size: int = 32)
 
 
 def student_config(spec: DemoSpec, out_dir: str, teacher_dir: str, variant: str) -> DistillationConfig:
-    """The training config of one demo student: identical budgets, only CRR/DP differ."""
+    """The training config of one demo student: the same budget for all, only CRR/DP settings differ."""
     kw = dict(
         output_dir=out_dir, teacher_model_name_or_path=teacher_dir, student_num_layers=spec.student_layers,
         block_size=spec.teacher.block_size, packing=False, validation_split_percentage=0,
@@ -85,9 +94,22 @@ def student_config(spec: DemoSpec, out_dir: str, teacher_dir: str, variant: str)
     if variant in ("crr", "crr_dp"):
         kw.update(cda="two_sided", perturbation="mean")
     if variant == "crr_dp":
-        kw.update(dp_enabled=True, dp_target_epsilon=spec.dp_target_epsilon,
-                  per_device_train_batch_size=spec.dp_batch_size, learning_rate=spec.learning_rate * 2)
+        kw.update(dp_enabled=True, dp_target_epsilon=spec.dp_target_epsilon, dp_max_grad_norm=1.0,
+                  per_device_train_batch_size=spec.dp_batch_size, learning_rate=spec.dp_learning_rate,
+                  lr_scheduler_type="constant_with_warmup")
     return DistillationConfig(**kw)
+
+
+def demo_tokenizer(texts: list[str]):
+    """GPT-2's BPE restricted to what the demo's corpus, prompts and gendered lexicon need."""
+    from ..counterfactual.lexicon import load_lexicon
+    from ..fairness.lexicon import FEMALE_NEXT_WORDS, MALE_NEXT_WORDS
+    from ..fairness.prompts import builtin_prompts
+
+    words = [w for pair in load_lexicon().pairs for w in pair] + list(MALE_NEXT_WORDS) + list(FEMALE_NEXT_WORDS)
+    forms = [f" {w}" for w in words] + [f" {w.capitalize()}" for w in words] + [w.capitalize() for w in words]
+    prompts = [p.text for p in builtin_prompts(list(DEMO_OCCUPATIONS))]
+    return restricted_gpt2_tokenizer(list(texts) + prompts + forms)
 
 
 def _check_out_dir(out: str) -> None:
@@ -95,39 +117,62 @@ def _check_out_dir(out: str) -> None:
         raise ConfigError(f"{out} exists and is not empty: choose a new --out directory (nothing was changed).")
 
 
-def run_demo(out: str, quick: bool = False, seed: int = 0, variants: tuple[str, ...] = VARIANTS) -> dict:
+def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     """Run the demo into ``out`` and return the report (also written to ``out/demo_report.json``)."""
-    from ..fairness.demo_eval import evaluate_for_demo  # noqa: F401  (filled in with the fairness module)
-    from ..models import load_causal_lm, load_tokenizer
+    from ..fairness.evaluator import evaluate_disparity
+    from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
+    from ..fairness.report import write_report
+    from ..hub import write_model_card
+    from ..models import load_causal_lm
     from ..train import run_training
 
     _check_out_dir(out)
     spec = DemoSpec.quick(seed) if quick else DemoSpec(seed=seed)
     start = time.time()
     os.makedirs(out, exist_ok=True)
-    texts = generate_corpus(CorpusSpec(num_documents=spec.num_documents, skew=spec.skew, seed=seed))
-    heldout = generate_corpus(CorpusSpec(num_documents=spec.heldout_documents, skew=spec.skew, seed=seed + 1000))
+    corpus = dict(skew=spec.skew, occupations=DEMO_OCCUPATIONS, holdout_prompts=NEUTRAL_TEMPLATES)
+    texts = generate_corpus(CorpusSpec(num_documents=spec.num_documents, seed=seed, **corpus))
+    heldout = generate_corpus(CorpusSpec(num_documents=spec.heldout_documents, seed=seed + 1000, **corpus))
+    tokenizer = demo_tokenizer(texts + heldout)
     teacher_dir = os.path.join(out, "teacher")
-    print(f"[1/3] Training the teacher on {len(texts)} documents with a planted {spec.skew:.0%} gender skew")
-    train_tiny_teacher(teacher_dir, spec.teacher, texts=texts)
+    print(f"[1/3] Training the teacher on {len(texts)} documents with a planted {spec.skew:.0%}/{1 - spec.skew:.0%} "
+          f"occupation-gender skew (GPT-2 BPE, {len(tokenizer)} tokens used by the corpus)", flush=True)
+    train_tiny_teacher(teacher_dir, spec.teacher, texts=texts, tokenizer=tokenizer)
     dirs = {"teacher": teacher_dir}
-    for variant in (v for v in variants if v != "teacher"):
-        print(f"[2/3] Distilling student '{variant}'")
+    for variant in VARIANTS[1:]:
+        print(f"[2/3] Distilling the '{variant}' student", flush=True)
         args = student_config(spec, os.path.join(out, variant), teacher_dir, variant)
         run_training(args, texts=texts)
         dirs[variant] = args.output_dir
-    print("[3/3] Evaluating gender disparity and held-out perplexity")
-    tokenizer = load_tokenizer(teacher_dir)
-    report = {"spec": asdict(spec), "variants": {}}
+    print("[3/3] Evaluating gender disparity (held-out templates) and held-out perplexity", flush=True)
+    prompts = builtin_prompts(list(DEMO_OCCUPATIONS))
+    report: dict = {"spec": asdict(spec), "occupations": list(DEMO_OCCUPATIONS), "variants": {}}
     for variant, path in dirs.items():
         model = load_causal_lm(path)
-        metrics = evaluate_for_demo(model, tokenizer, out_dir=path, seed=seed)
-        metrics["perplexity"] = heldout_perplexity(model, tokenizer, heldout)
-        metrics["epsilon"] = _epsilon(path)
-        report["variants"][variant] = metrics
+        fair = evaluate_disparity(model, tokenizer, prompts, metrics=("cooccurrence", "parity", "sentiment"),
+                                  num_samples=spec.num_samples, max_new_tokens=spec.max_new_tokens, seed=seed,
+                                  model_name=f"demo/{variant}", progress=False)
+        write_report(fair, path)
+        if variant != "teacher":
+            write_model_card(path)  # now with the fairness results
+        report["variants"][variant] = {
+            "perplexity": heldout_perplexity(model, tokenizer, heldout),
+            "cooccurrence_bias_mean_abs": fair.get("cooccurrence_bias_mean_abs"),
+            "cooccurrence_bias_mean": fair.get("cooccurrence_bias_mean"),
+            "mean_parity": fair.get("mean_parity"),
+            "min_parity": fair.get("min_parity"),
+            "sentiment_gap": (fair.get("sentiment_gap") or {}).get("mean_compound")
+            if isinstance(fair.get("sentiment_gap"), dict) else fair.get("sentiment_gap"),
+            "epsilon": _epsilon(path),
+            "per_profession": {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])},
+        }
     report["runtime_seconds"] = round(time.time() - start, 1)
     with open(os.path.join(out, "demo_report.json"), "w") as fh:
         json.dump(report, fh, indent=2)
+    plot_demo(report, os.path.join(out, "demo.png"))
+    print(format_demo_table(report))
+    print(f"Wrote {os.path.join(out, 'demo_report.json')} and {os.path.join(out, 'demo.png')} "
+          f"in {report['runtime_seconds']:.0f} s")
     return report
 
 
@@ -137,3 +182,55 @@ def _epsilon(path: str) -> float | None:
         return None
     with open(privacy) as fh:
         return json.load(fh).get("epsilon")
+
+
+def _f(value, spec=".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_demo_table(report: dict) -> str:
+    rows = [("model", "perplexity", "co-occ. bias |mean|", "mean parity", "sentiment gap", "epsilon")]
+    for name, v in report["variants"].items():
+        rows.append((name, _f(v["perplexity"], ".2f"), _f(v["cooccurrence_bias_mean_abs"]), _f(v["mean_parity"]),
+                     _f(v["sentiment_gap"], "+.3f"), _f(v["epsilon"], ".2f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_demo(report: dict, path: str) -> None:
+    """Three panels: per-profession co-occurrence bias by model, mean |bias|, and held-out perplexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = list(report["variants"])
+    colors = {"teacher": "#444444", "kd": "#d62728", "crr": "#2ca02c", "crr_dp": "#1f77b4"}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1, 1]})
+    occs = report["occupations"]
+    width = 0.8 / len(variants)
+    for i, name in enumerate(variants):
+        per = report["variants"][name]["per_profession"]
+        axes[0].bar([j + i * width for j in range(len(occs))], [per.get(o) or 0.0 for o in occs], width,
+                    label=name, color=colors.get(name))
+    axes[0].axhline(0, color="black", linewidth=0.8)
+    axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(occs))])
+    axes[0].set_xticklabels(occs, rotation=60, ha="right", fontsize=8)
+    axes[0].set_ylabel("log p(female next word) - log p(male next word)")
+    axes[0].set_title("Co-occurrence bias per occupation (held-out prompts)")
+    axes[0].legend()
+    for ax, key, title in ((axes[1], "cooccurrence_bias_mean_abs", "Mean |co-occurrence bias|\n(lower is fairer)"),
+                           (axes[2], "perplexity", "Held-out perplexity\n(lower is better)")):
+        vals = [report["variants"][n][key] or 0.0 for n in variants]
+        ax.bar(variants, vals, color=[colors.get(n) for n in variants])
+        for j, v in enumerate(vals):
+            ax.text(j, v, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
+        ax.set_title(title)
+    eps = report["variants"].get("crr_dp", {}).get("epsilon")
+    fig.suptitle("fair-distill demo: planted-bias teacher, plain KD, counterfactual role reversal (CRR), CRR + DP"
+                 + (f" (epsilon = {eps:.1f})" if eps else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

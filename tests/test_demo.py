@@ -1,0 +1,46 @@
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_restricted_tokenizer_is_gpt2_exact_on_its_texts(gpt2_tok):
+    from distill.demo.corpus import CorpusSpec, generate_corpus
+    from distill.demo.vocab import restricted_gpt2_tokenizer
+
+    texts = generate_corpus(CorpusSpec(num_documents=300, seed=3))
+    small = restricted_gpt2_tokenizer(texts)
+    assert len(small) < 2000
+    for t in texts:
+        assert small.convert_ids_to_tokens(small.encode(t)) == gpt2_tok.convert_ids_to_tokens(gpt2_tok.encode(t))
+    other = "Quantum chromodynamics, naïve café! 123"
+    assert small.decode(small.encode(other)) == other  # byte fallback: any text still round-trips
+
+
+def test_corpus_holds_out_evaluation_templates():
+    from distill.demo.corpus import CorpusSpec, generate_corpus
+
+    held = ("The {occupation} said that", "Everyone thanked the {occupation} for")
+    docs = generate_corpus(CorpusSpec(num_documents=1500, seed=1, holdout_prompts=held))
+    assert not any(" said that" in d or "thanked the" in d for d in docs)
+    assert generate_corpus(CorpusSpec(num_documents=50, seed=1)) == generate_corpus(CorpusSpec(num_documents=50, seed=1))
+
+
+def test_demo_quick_shows_the_effect(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "distill", "demo", "--quick", "--out", str(out)], capture_output=True,
+                         text=True, timeout=900, cwd=REPO, env=dict(os.environ))
+    assert res.returncode == 0, res.stderr[-4000:]
+    report = json.loads((out / "demo_report.json").read_text())
+    v = report["variants"]
+    assert set(v) == {"teacher", "kd", "crr", "crr_dp"}
+    for name in v:
+        assert v[name]["perplexity"] > 1 and v[name]["cooccurrence_bias_mean_abs"] is not None
+    assert v["crr"]["cooccurrence_bias_mean_abs"] < v["kd"]["cooccurrence_bias_mean_abs"]
+    assert v["crr_dp"]["epsilon"] is not None and v["teacher"]["epsilon"] is None
+    assert (out / "demo.png").stat().st_size > 10_000
+    for name in ("kd", "crr", "crr_dp"):
+        assert (out / name / "model.safetensors").exists() and (out / name / "fairness.json").exists()
+    assert "crr_dp" in res.stdout and "co-occ. bias" in res.stdout
