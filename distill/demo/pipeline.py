@@ -108,7 +108,7 @@ def demo_tokenizer(texts: list[str]):
 
     words = [w for pair in load_lexicon().pairs for w in pair] + list(MALE_NEXT_WORDS) + list(FEMALE_NEXT_WORDS)
     forms = [f" {w}" for w in words] + [f" {w.capitalize()}" for w in words] + [w.capitalize() for w in words]
-    prompts = [p.text for p in builtin_prompts(list(DEMO_OCCUPATIONS))]
+    prompts = [p.text for p in builtin_prompts(list(DEMO_OCCUPATIONS)).prompts]
     return restricted_gpt2_tokenizer(list(texts) + prompts + forms)
 
 
