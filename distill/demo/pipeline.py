@@ -161,8 +161,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
             "cooccurrence_bias_mean": fair.get("cooccurrence_bias_mean"),
             "mean_parity": fair.get("mean_parity"),
             "min_parity": fair.get("min_parity"),
-            "sentiment_gap": (fair.get("sentiment_gap") or {}).get("mean_compound")
-            if isinstance(fair.get("sentiment_gap"), dict) else fair.get("sentiment_gap"),
+            "sentiment_gap": (fair.get("sentiment_gap") or {}).get("gap"),
             "epsilon": _epsilon(path),
             "per_profession": {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])},
         }
