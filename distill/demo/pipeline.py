@@ -136,7 +136,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     tokenizer = demo_tokenizer(texts + heldout)
     teacher_dir = os.path.join(out, "teacher")
     print(f"[1/3] Training the teacher on {len(texts)} documents with a planted {spec.skew:.0%}/{1 - spec.skew:.0%} "
-          f"occupation-gender skew (GPT-2 BPE, {len(tokenizer)} tokens used by the corpus)", flush=True)
+          f"occupation-gender skew (GPT-2's BPE restricted to the {len(tokenizer)} tokens the demo needs)", flush=True)
     train_tiny_teacher(teacher_dir, spec.teacher, texts=texts, tokenizer=tokenizer)
     dirs = {"teacher": teacher_dir}
     for variant in VARIANTS[1:]:
