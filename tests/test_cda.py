@@ -95,3 +95,17 @@ def test_prepare_datasets_records_and_train_only(tmp_path, gpt2_tok):
                                  texts=texts)
     n_tokens = sum(len(tok(t)["input_ids"]) + 1 for t in texts + [swap_gender(t) for t in texts if t != swap_gender(t)])
     assert "record_id" not in packed.column_names and len(packed) == n_tokens // 32
+
+
+def test_crr_recipes_extend_the_plain_ones():
+    import os
+
+    from conftest import REPO
+    from distill.config import read_yaml
+
+    for plain, crr in [("gpt2-to-distilgpt2.yaml", "gpt2-to-distilgpt2-crr.yaml"), ("tiny.yaml", "tiny-crr.yaml")]:
+        a = read_yaml(os.path.join(REPO, "configs", plain))
+        b = read_yaml(os.path.join(REPO, "configs", crr))
+        assert b["perturbation"] == "mean" and b["cda"] in ("one_sided", "two_sided")
+        differing = {k for k in a if a[k] != b.get(k)}
+        assert differing <= {"output_dir", "dataset_name"}, differing

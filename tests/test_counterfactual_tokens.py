@@ -92,3 +92,25 @@ def test_reverse_roles_swaps_gendered_entries_back():
     # mean of P and R(P): the two entries of a pair become equal, the rest stays
     mean = perturb_log_probs(lp, reverse_roles(lp, perm), "mean").exp()
     assert torch.allclose(mean, torch.tensor([[0.35, 0.1, 0.1, 0.35, 0.1]]))
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "interpolate"])
+@pytest.mark.parametrize("swapped_rows", [[], [1], [0, 2, 3]])
+def test_row_wise_fast_path_equals_the_full_formula(mode, swapped_rows):
+    from distill.counterfactual.perturbation import counterfactual_targets, perturb_swapped_rows
+
+    V = 40
+    perm = token_permutation([(1, 7), (3, 4), (10, 30)], V)
+    gendered = (perm != torch.arange(V)).nonzero()[:, 0]
+    p = _random_logprobs((4, 5, V), 2)
+    rows = torch.tensor(swapped_rows, dtype=torch.long)
+    q = _random_logprobs((len(swapped_rows), 5, V), 3)
+    source = p.clone()
+    source[rows] = q
+    expected = counterfactual_targets(p, source, perm, mode, 0.25)
+    p_before = p.clone()
+    fast = perturb_swapped_rows(p, q, rows, perm, gendered, mode, 0.25)
+    assert torch.equal(p, p_before)  # not in place unless asked
+    assert torch.allclose(fast, expected, atol=1e-5)
+    assert torch.allclose(perturb_swapped_rows(p.clone(), q, rows, perm, gendered, mode, 0.25, inplace=True),
+                          expected, atol=1e-5)

@@ -54,3 +54,42 @@ def counterfactual_targets(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, pe
     if mode == "none":
         return logprobs
     return perturb_log_probs(logprobs, reverse_roles(cf_logprobs, perm), mode, lam)
+
+
+def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows: torch.LongTensor,
+                         perm: torch.LongTensor, gendered: torch.LongTensor, mode: str, lam: float = 0.5,
+                         *, inplace: bool = False) -> torch.Tensor:
+    """:func:`counterfactual_targets` for a batch in which only ``rows`` have a swapped context.
+
+    ``logprobs`` ``[B, T, V]`` is P; ``cf_logprobs`` ``[len(rows), T, V]`` the teacher on x̃ for ``rows``. For
+    the other rows x̃ = x, so P̃ = R(P) differs from P only in the ``gendered`` columns (the tokens that R
+    moves) and only those columns are computed; the swapped rows get the full computation. The result equals
+    ``counterfactual_targets(P, S, perm, mode, lam)`` with ``S = P`` except ``S[rows] = cf_logprobs``.
+    ``inplace=True`` overwrites ``logprobs`` (saves a ``[B, T, V]`` buffer).
+    """
+    if mode == "none":
+        return logprobs
+    if mode not in PERTURBATION_MODES:
+        raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
+    out = logprobs if inplace else logprobs.clone()
+    swapped = rows.numel() > 0
+    partners = perm.index_select(0, gendered)
+    p_g = logprobs.index_select(-1, gendered)  # P at the gendered columns
+    src_g = logprobs.index_select(-1, partners)  # P̃ at the gendered columns: S at their partners
+    if swapped:
+        src_g.index_copy_(0, rows, cf_logprobs.index_select(-1, partners))
+    if mode != "max":
+        if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
+            out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
+        out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
+        return out
+    top_g = torch.maximum(p_g, src_g)
+    # rows with x̃ = x: max(P, P̃) = P outside the gendered columns, so Z = 1 + Σ_g (max − P)
+    log_z = torch.log1p((top_g.exp() - p_g.exp()).sum(-1, keepdim=True))
+    if swapped:
+        top_rows = torch.maximum(logprobs.index_select(0, rows), cf_logprobs)
+        top_rows.index_copy_(-1, gendered, top_g.index_select(0, rows))
+        log_z.index_copy_(0, rows, torch.logsumexp(top_rows, dim=-1, keepdim=True))
+        out.index_copy_(0, rows, top_rows)
+    out.index_copy_(-1, gendered, top_g)
+    return out.sub_(log_z)

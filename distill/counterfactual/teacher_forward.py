@@ -3,7 +3,9 @@
 x̃ is ``TokenSwapper.swap_tokens(input_ids)`` — R applied token by token, so x̃ has exactly the length of x
 and position t of x̃ predicts the same next position as position t of x (no re-alignment is needed). Rows
 whose x̃ equals x (no gendered token) are not run again: their prediction on x̃ *is* P, and only R is
-applied to it. The rows that differ are concatenated to the batch (``torch.cat``) so the teacher runs once.
+applied to it, which changes only the columns of the gendered tokens (computed alone, so rows without a
+gendered token cost O(#gendered tokens) per position, not O(V)). The rows that differ are concatenated to the
+batch (``torch.cat``) so the teacher runs once.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import teacher_log_probs
-from .perturbation import counterfactual_targets
+from .perturbation import perturb_swapped_rows
 from .token_pairs import TokenSwapper
 
 
@@ -35,8 +37,7 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
                  for k, v in model_inputs.items()}
     out = teacher(**batch, output_hidden_states=need_hidden)
     logprobs_all = teacher_log_probs(out.logits, temperature)
-    logprobs = logprobs_all[:batch_size]
-    cf_logprobs = logprobs if not n_swapped else logprobs.index_copy(0, rows, logprobs_all[batch_size:])
-    targets = counterfactual_targets(logprobs, cf_logprobs, swapper.perm, mode, lam)
+    targets = perturb_swapped_rows(logprobs_all[:batch_size], logprobs_all[batch_size:], rows, swapper.perm,
+                                   swapper.gendered_ids, mode, lam, inplace=True)
     hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
     return targets, hidden, n_swapped

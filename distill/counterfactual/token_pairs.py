@@ -79,6 +79,13 @@ class TokenSwapper:
     starts_with_letter: torch.BoolTensor  # [V] decoded token begins with a letter (no leading space)
     ends_with_letter: torch.BoolTensor  # [V] decoded token ends with a letter
 
+    @property
+    def gendered_ids(self) -> torch.LongTensor:
+        """The token ids that R moves (both sides of every pair), sorted."""
+        if getattr(self, "_gendered", None) is None or self._gendered.device != self.perm.device:
+            self._gendered = (self.perm != torch.arange(len(self.perm), device=self.perm.device)).nonzero()[:, 0]
+        return self._gendered
+
     @classmethod
     def from_tokenizer(cls, tokenizer, vocab_size: int | None = None,
                        lexicon: GenderLexicon | None = None) -> "TokenSwapper":
@@ -98,7 +105,7 @@ class TokenSwapper:
 
     @property
     def num_pairs(self) -> int:
-        return int((self.perm != torch.arange(len(self.perm), device=self.perm.device)).sum()) // 2
+        return len(self.gendered_ids) // 2
 
     def swap_tokens(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """x̃: ``input_ids`` ``[B, T]`` with each whole-word gendered token replaced by its partner under R."""
