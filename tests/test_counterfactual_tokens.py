@@ -112,5 +112,5 @@ def test_row_wise_fast_path_equals_the_full_formula(mode, swapped_rows):
     fast = perturb_swapped_rows(p, q, rows, perm, gendered, mode, 0.25)
     assert torch.equal(p, p_before)  # not in place unless asked
     assert torch.allclose(fast, expected, atol=1e-5)
-    assert torch.allclose(perturb_swapped_rows(p.clone(), q, rows, perm, gendered, mode, 0.25, inplace=True),
-                          expected, atol=1e-5)
+    assert torch.allclose(perturb_swapped_rows(p.clone(), q.clone(), rows, perm, gendered, mode, 0.25,
+                                               inplace=True), expected, atol=1e-5)

@@ -65,7 +65,7 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
     the other rows x̃ = x, so P̃ = R(P) differs from P only in the ``gendered`` columns (the tokens that R
     moves) and only those columns are computed; the swapped rows get the full computation. The result equals
     ``counterfactual_targets(P, S, perm, mode, lam)`` with ``S = P`` except ``S[rows] = cf_logprobs``.
-    ``inplace=True`` overwrites ``logprobs`` (saves a ``[B, T, V]`` buffer).
+    ``inplace=True`` overwrites ``logprobs`` and ``cf_logprobs`` (saves ``[B, T, V]`` buffers).
     """
     if mode == "none":
         return logprobs
@@ -80,7 +80,12 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
         src_g.index_copy_(0, rows, cf_logprobs.index_select(-1, partners))
     if mode != "max":
         if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
-            out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
+            p_rows = logprobs.index_select(0, rows)
+            if inplace and mode == "mean":  # reuse the x̃ buffer: no new [k, T, V] tensor
+                rows_out = torch.logaddexp(p_rows, cf_logprobs, out=cf_logprobs).sub_(math.log(2.0))
+            else:
+                rows_out = perturb_log_probs(p_rows, cf_logprobs, mode, lam)
+            out.index_copy_(0, rows, rows_out)
         out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
         return out
     top_g = torch.maximum(p_g, src_g)
