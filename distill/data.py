@@ -17,6 +17,9 @@ from datasets import Dataset, DatasetDict, load_dataset
 
 from .errors import ConfigError, DistillError
 
+#: Column holding the index of the original training record (rows kept one record a row only).
+RECORD_ID = "record_id"
+
 FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
                  ".parquet": "parquet"}
 
@@ -119,7 +122,8 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     if extra_columns and packing:
         raise ConfigError("Extra per-record columns need packing: false (one record per row).")
     eos = tokenizer.eos_token_id
-    remove = dataset.column_names
+    # one record a row: keep the record index (differential privacy's unit) next to the tokens
+    remove = [c for c in dataset.column_names if packing or c != RECORD_ID]
 
     def tok(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
@@ -130,7 +134,7 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     tokenized = dataset.map(tok, batched=True, remove_columns=remove, num_proc=num_proc, desc="Tokenizing")
     if not packing:
         def trunc(batch):
-            return {k: [ids[:block_size] for ids in v] for k, v in batch.items()}
+            return {k: [ids[:block_size] for ids in v] for k, v in batch.items() if k.endswith("input_ids")}
 
         tokenized = tokenized.map(trunc, batched=True, desc="Truncating").filter(
             lambda ids: len(ids) >= 2, input_columns="input_ids")
@@ -153,6 +157,14 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     return packed
 
 
+def add_record_ids(dataset: Dataset) -> Dataset:
+    """Add the int column ``record_id`` (the row's index): rows derived from a record (its counterfactual)
+    keep it, so that a record and everything derived from it can be treated as one privacy unit."""
+    if RECORD_ID in dataset.column_names:
+        return dataset
+    return dataset.add_column(RECORD_ID, list(range(len(dataset))))
+
+
 def prepare_datasets(args, tokenizer, texts: list[str] | None = None) -> tuple[Dataset, Dataset | None]:
     """Train and eval datasets for a :class:`~distill.config.DistillationConfig` (tokenised, packed)."""
     raw = load_raw_datasets(
@@ -170,6 +182,12 @@ def prepare_datasets(args, tokenizer, texts: list[str] | None = None) -> tuple[D
         raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
     if "validation" in raw and args.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(args.max_eval_samples, len(raw["validation"]))))
+    if not args.packing:
+        raw["train"] = add_record_ids(raw["train"])
+    if args.cda != "none":  # counterfactual augmentation: training data only, never the eval split
+        from .counterfactual.cda import apply_cda_from_config
+
+        raw["train"] = apply_cda_from_config(raw["train"], args)
     kw = dict(block_size=args.block_size, text_column=args.text_column, packing=args.packing,
               num_proc=args.preprocessing_num_workers)
     train = tokenize_and_pack(raw["train"], tokenizer, **kw)

@@ -14,6 +14,7 @@ Evaluation reports the student's own next-token loss and ``eval_perplexity``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from typing import Any
@@ -23,10 +24,14 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
+from .counterfactual.teacher_forward import role_reversed_teacher_targets
 from .data import DistillationCollator
+from .errors import ConfigError
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .student import build_student, check_compatible
+
+logger = logging.getLogger(__name__)
 
 #: Batch keys the student and teacher forward passes consume.
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -89,8 +94,25 @@ class DistillationTrainer(Trainer):
     # hooks for counterfactual role reversal (see distill.counterfactual)
     # ------------------------------------------------------------------------------------------------
     def _setup_counterfactual(self) -> None:
-        """Prepare the token permutation used by teacher-prediction perturbation (none by default)."""
+        """Build the token swapper (vocabulary permutation R) used by teacher-prediction perturbation."""
+        self.token_swapper = None
         self.token_permutation = None
+        if self.args.perturbation == "none":
+            return
+        from .counterfactual.lexicon import lexicon_from_config
+        from .counterfactual.token_pairs import TokenSwapper
+
+        if self.args.alpha_kd == 0:
+            logger.warning("perturbation=%s changes the KD targets only, but alpha_kd is 0: it has no effect.",
+                           self.args.perturbation)
+        teacher = self.accelerator.unwrap_model(self.teacher)
+        vocab_size = teacher.get_output_embeddings().weight.shape[0]
+        swapper = TokenSwapper.from_tokenizer(self.processing_class, vocab_size, lexicon_from_config(self.args))
+        if swapper.num_pairs == 0:
+            raise ConfigError("perturbation needs gendered word pairs that are single tokens of the tokenizer, "
+                              "and this tokenizer has none: set perturbation: none.")
+        self.token_swapper = swapper.to(self.args.device)
+        self.token_permutation = self.token_swapper.perm
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -105,6 +127,15 @@ class DistillationTrainer(Trainer):
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        if self.token_swapper is not None and self.args.alpha_kd > 0:
+            # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
+            logprobs, hidden, n_swapped = role_reversed_teacher_targets(
+                self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
+                mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden)
+            if self.model.training:
+                share = torch.tensor(n_swapped / model_inputs["input_ids"].size(0), device=logprobs.device)
+                self._record_metrics({"crr_swapped_share": share})
+            return logprobs, hidden
         out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
         logprobs = teacher_log_probs(out.logits, self.args.temperature)
         hidden = out.hidden_states[-1] if need_hidden else None

@@ -1,0 +1,100 @@
+"""Teacher-prediction perturbation (pure functions on log-probabilities).
+
+With ``P = p_T(·|x)`` the teacher's (temperature-softened) prediction on the context x and ``x̃`` the
+gender-swapped context, ``P̃ = R(p_T(·|x̃))`` is the teacher's prediction on x̃ with the gendered entries
+swapped back: ``P̃[v] = p_T(R(v)|x̃)``. The perturbed target is
+
+* ``none``: ``P``
+* ``mean``: ``½(P + P̃)``
+* ``max``: ``max(P, P̃)`` renormalised to sum to 1
+* ``interpolate``: ``(1 − λ)P + λP̃``
+
+All maths is done on log-probabilities with ``logaddexp``/``logsumexp`` (never ``log(exp(·))``), so tiny
+probabilities stay exact and the result is a valid log-distribution over the last axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import PERTURBATION_MODES
+
+
+def reverse_roles(logprobs: torch.Tensor, perm: torch.LongTensor) -> torch.Tensor:
+    """``R`` on the vocabulary axis: ``out[..., v] = logprobs[..., perm[v]]``."""
+    return logprobs.index_select(-1, perm)
+
+
+def perturb_log_probs(logprobs: torch.Tensor, reversed_logprobs: torch.Tensor, mode: str,
+                      lam: float = 0.5) -> torch.Tensor:
+    """Perturbed teacher log-probabilities from ``log P`` and ``log P̃`` (same shape ``[..., V]``)."""
+    if mode == "none":
+        return logprobs
+    if mode == "mean":
+        return torch.logaddexp(logprobs, reversed_logprobs) - math.log(2.0)
+    if mode == "max":
+        top = torch.maximum(logprobs, reversed_logprobs)
+        return top - torch.logsumexp(top, dim=-1, keepdim=True)
+    if mode == "interpolate":
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"perturbation_lambda must be in [0, 1], got {lam}.")
+        if lam == 0.0:
+            return logprobs
+        if lam == 1.0:
+            return reversed_logprobs
+        return torch.logaddexp(logprobs + math.log1p(-lam), reversed_logprobs + math.log(lam))
+    raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
+
+
+def counterfactual_targets(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, perm: torch.LongTensor,
+                           mode: str, lam: float = 0.5) -> torch.Tensor:
+    """Perturbed targets from the teacher's log-probs on x and on x̃ (the latter not yet swapped back)."""
+    if mode == "none":
+        return logprobs
+    return perturb_log_probs(logprobs, reverse_roles(cf_logprobs, perm), mode, lam)
+
+
+def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows: torch.LongTensor,
+                         perm: torch.LongTensor, gendered: torch.LongTensor, mode: str, lam: float = 0.5,
+                         *, inplace: bool = False) -> torch.Tensor:
+    """:func:`counterfactual_targets` for a batch in which only ``rows`` have a swapped context.
+
+    ``logprobs`` ``[B, T, V]`` is P; ``cf_logprobs`` ``[len(rows), T, V]`` the teacher on x̃ for ``rows``. For
+    the other rows x̃ = x, so P̃ = R(P) differs from P only in the ``gendered`` columns (the tokens that R
+    moves) and only those columns are computed; the swapped rows get the full computation. The result equals
+    ``counterfactual_targets(P, S, perm, mode, lam)`` with ``S = P`` except ``S[rows] = cf_logprobs``.
+    ``inplace=True`` overwrites ``logprobs`` and ``cf_logprobs`` (saves ``[B, T, V]`` buffers).
+    """
+    if mode == "none":
+        return logprobs
+    if mode not in PERTURBATION_MODES:
+        raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
+    out = logprobs if inplace else logprobs.clone()
+    swapped = rows.numel() > 0
+    partners = perm.index_select(0, gendered)
+    p_g = logprobs.index_select(-1, gendered)  # P at the gendered columns
+    src_g = logprobs.index_select(-1, partners)  # P̃ at the gendered columns: S at their partners
+    if swapped:
+        src_g.index_copy_(0, rows, cf_logprobs.index_select(-1, partners))
+    if mode != "max":
+        if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
+            p_rows = logprobs.index_select(0, rows)
+            if inplace and mode == "mean":  # reuse the x̃ buffer: no new [k, T, V] tensor
+                rows_out = torch.logaddexp(p_rows, cf_logprobs, out=cf_logprobs).sub_(math.log(2.0))
+            else:
+                rows_out = perturb_log_probs(p_rows, cf_logprobs, mode, lam)
+            out.index_copy_(0, rows, rows_out)
+        out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
+        return out
+    top_g = torch.maximum(p_g, src_g)
+    # rows with x̃ = x: max(P, P̃) = P outside the gendered columns, so Z = 1 + Σ_g (max − P)
+    log_z = torch.log1p((top_g.exp() - p_g.exp()).sum(-1, keepdim=True))
+    if swapped:
+        top_rows = torch.maximum(logprobs.index_select(0, rows), cf_logprobs)
+        top_rows.index_copy_(-1, gendered, top_g.index_select(0, rows))
+        log_z.index_copy_(0, rows, torch.logsumexp(top_rows, dim=-1, keepdim=True))
+        out.index_copy_(0, rows, top_rows)
+    out.index_copy_(-1, gendered, top_g)
+    return out.sub_(log_z)

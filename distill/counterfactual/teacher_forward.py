@@ -1,0 +1,43 @@
+"""The teacher's perturbed targets for a batch: one forward pass over x and the rows of x̃ that differ.
+
+x̃ is ``TokenSwapper.swap_tokens(input_ids)`` — R applied token by token, so x̃ has exactly the length of x
+and position t of x̃ predicts the same next position as position t of x (no re-alignment is needed). Rows
+whose x̃ equals x (no gendered token) are not run again: their prediction on x̃ *is* P, and only R is
+applied to it, which changes only the columns of the gendered tokens (computed alone, so rows without a
+gendered token cost O(#gendered tokens) per position, not O(V)). The rows that differ are concatenated to the
+batch (``torch.cat``) so the teacher runs once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import teacher_log_probs
+from .perturbation import perturb_swapped_rows
+from .token_pairs import TokenSwapper
+
+
+@torch.no_grad()
+def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor], swapper: TokenSwapper, *,
+                                  temperature: float, mode: str, lam: float = 0.5, need_hidden: bool = False
+                                  ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Perturbed, temperature-softened teacher log-probs ``[B, T, V]``, the teacher's last hidden states on x
+    (if asked) and the number of rows whose swapped context x̃ differs from x (run through the teacher)."""
+    ids = model_inputs["input_ids"]
+    batch_size = ids.size(0)
+    cf_ids = swapper.swap_tokens(ids)
+    differs = cf_ids != ids
+    if model_inputs.get("attention_mask") is not None:
+        differs &= model_inputs["attention_mask"].bool()
+    rows = differs.any(-1).nonzero().squeeze(-1)
+    n_swapped = int(rows.numel())
+    batch = model_inputs
+    if n_swapped:
+        batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
+                 for k, v in model_inputs.items()}
+    out = teacher(**batch, output_hidden_states=need_hidden)
+    logprobs_all = teacher_log_probs(out.logits, temperature)
+    targets = perturb_swapped_rows(logprobs_all[:batch_size], logprobs_all[batch_size:], rows, swapper.perm,
+                                   swapper.gendered_ids, mode, lam, inplace=True)
+    hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
+    return targets, hidden, n_swapped
