@@ -197,13 +197,27 @@ class DistillationConfig(TrainingArguments):
                     f"student_layers has {len(self.student_layers)} entries but student_num_layers is "
                     f"{self.student_num_layers}: give one of them, or make them agree."
                 )
+        if self.canary_repeats < 0:
+            raise ConfigError(f"canary_repeats must be >= 0, got {self.canary_repeats}.")
         if self.dp_enabled:
             if self.dp_max_grad_norm <= 0:
                 raise ConfigError(f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}.")
-            if (self.dp_target_epsilon is None) == (self.dp_noise_multiplier is None):
+            if self.dp_target_epsilon is None and self.dp_noise_multiplier is None:
                 raise ConfigError(
-                    "With dp_enabled, give exactly one of dp_target_epsilon or dp_noise_multiplier."
+                    "With dp_enabled, give dp_target_epsilon (noise calibrated to reach it), dp_noise_multiplier, "
+                    "or both (train with that noise and stop before exceeding the target)."
                 )
+            if self.packing:
+                raise ConfigError(
+                    "dp_enabled needs packing: false. DP protects each training record, so every row must hold "
+                    "one record (packing mixes records into shared blocks)."
+                )
+            if self.fp16:
+                raise ConfigError("dp_enabled does not support fp16 loss scaling: use bf16 or float32.")
+            if self.gradient_checkpointing:
+                raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
+            # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
+            self.max_grad_norm = 0.0
             if self.dp_target_epsilon is not None and self.dp_target_epsilon <= 0:
                 raise ConfigError(f"dp_target_epsilon must be > 0, got {self.dp_target_epsilon}.")
             if self.dp_noise_multiplier is not None and self.dp_noise_multiplier < 0:

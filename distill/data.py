@@ -119,7 +119,9 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     if extra_columns and packing:
         raise ConfigError("Extra per-record columns need packing: false (one record per row).")
     eos = tokenizer.eos_token_id
-    remove = dataset.column_names
+    if not packing and "record_id" not in dataset.column_names:  # the privacy unit of DP: one id per record
+        dataset = dataset.add_column("record_id", list(range(len(dataset))))
+    remove = [c for c in dataset.column_names if packing or c != "record_id"]
 
     def tok(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out = {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
@@ -130,7 +132,7 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     tokenized = dataset.map(tok, batched=True, remove_columns=remove, num_proc=num_proc, desc="Tokenizing")
     if not packing:
         def trunc(batch):
-            return {k: [ids[:block_size] for ids in v] for k, v in batch.items()}
+            return {k: [ids[:block_size] for ids in v] for k, v in batch.items() if k.endswith("input_ids")}
 
         tokenized = tokenized.map(trunc, batched=True, desc="Truncating").filter(
             lambda ids: len(ids) >= 2, input_columns="input_ids")
@@ -168,6 +170,10 @@ def prepare_datasets(args, tokenizer, texts: list[str] | None = None) -> tuple[D
     )
     if args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
+    if getattr(args, "canary_repeats", 0) > 0:  # privacy audits: k copies of a secret canary
+        from .privacy.canary import insert_canary
+
+        raw["train"], _ = insert_canary(raw["train"], args.text_column, args.canary_repeats, args.canary_seed)
     if "validation" in raw and args.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(args.max_eval_samples, len(raw["validation"]))))
     kw = dict(block_size=args.block_size, text_column=args.text_column, packing=args.packing,
