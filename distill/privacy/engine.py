@@ -77,9 +77,10 @@ def freeze_embeddings(model: nn.Module) -> list[str]:
         targets.append(out)
     ids = {id(p) for m in targets for p in m.parameters()}
     for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in ids and p.requires_grad:
-            p.requires_grad_(False)
+        if id(p) in ids:
             frozen.append(name)
+    for m in targets:
+        m.requires_grad_(False)
     return frozen
 
 
@@ -119,7 +120,7 @@ class PrivacyEngine:
         ids = list(dataset[RECORD_ID_COLUMN]) if RECORD_ID_COLUMN in columns else None
         records = record_rows(ids, len(dataset))
         world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
-        p = self.resolve(len(records), world, trainer.state.global_step if trainer.state else 0)
+        p = self.resolve(len(records), world)
         sampler = RecordBatchSampler(records, sample_rate=p.sample_rate, steps_per_epoch=p.steps_per_epoch,
                                      micro_batches=args.gradient_accumulation_steps, num_processes=world,
                                      process_index=rank, seed=args.data_seed if args.data_seed is not None else args.seed,
@@ -128,7 +129,7 @@ class PrivacyEngine:
         return RecordDataLoader(dataset, batch_sampler=sampler, collate_fn=EmptyBatchCollator(trainer.data_collator),
                                 num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory)
 
-    def resolve(self, num_records: int, world_size: int, done_steps: int = 0) -> PrivacyParams:
+    def resolve(self, num_records: int, world_size: int) -> PrivacyParams:
         """Sample rate, noise multiplier and budget for this run; clear errors for impossible settings."""
         args = self.args
         batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size
@@ -150,9 +151,6 @@ class PrivacyEngine:
         self.accountant = PrivacyAccountant(args.dp_accountant, delta)
         if self._resume_state is not None:
             self.accountant.load_state_dict(self._resume_state)
-            if self.accountant.steps != done_steps:
-                raise ConfigError(f"The checkpoint's privacy accountant has {self.accountant.steps} steps but the "
-                                  f"checkpoint is at step {done_steps}: the privacy state does not match the model.")
         budget = None
         if args.dp_target_epsilon is not None:
             remaining = max_steps_within(args.dp_target_epsilon, sigma, q, delta, args.dp_accountant,
@@ -270,6 +268,14 @@ class PrivacyEngine:
         if state is None:
             raise ConfigError(f"Checkpoint {path} has no privacy state (privacy_state.json): it was not trained with "
                               "DP, so its privacy cost is unknown. Resume it without dp_enabled, or start a new run.")
+        trainer_state = os.path.join(path, "trainer_state.json")
+        if os.path.isfile(trainer_state):
+            with open(trainer_state, encoding="utf-8") as fh:
+                step = json.load(fh).get("global_step")
+            done = sum(int(h[2]) for h in state.get("history", []))
+            if step is not None and step != done:
+                raise ConfigError(f"Checkpoint {path} is at step {step} but its privacy accountant has {done} steps: "
+                                  "the privacy state does not belong to this checkpoint.")
         self._resume_state = state
 
 
