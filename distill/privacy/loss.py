@@ -45,7 +45,8 @@ def per_row_distillation_loss(
     if alpha_lm > 0:
         logits = student_logits[:, :-1, :].float()
         targets = labels[:, 1:]
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                             reduction="none").view(targets.shape)
         lm = _row_mean(ce, targets != -100)
         total = total + alpha_lm * lm
         parts["loss_lm"] = lm.detach().mean()
