@@ -132,7 +132,8 @@ class DistillationConfig(TrainingArguments):
     # ---- differential privacy ---------------------------------------------------------------------------
     dp_enabled: bool = field(default=False, metadata={"help": "Train the student with DP-SGD."})
     dp_target_epsilon: float | None = field(
-        default=None, metadata={"help": "Calibrate the noise to reach this epsilon at the end of training."}
+        default=None, metadata={"help": "Privacy budget: without dp_noise_multiplier the noise is calibrated to "
+                                "reach it at the end of training; with it, training stops before exceeding it."}
     )
     dp_noise_multiplier: float | None = field(
         default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
@@ -140,7 +141,10 @@ class DistillationConfig(TrainingArguments):
     dp_delta: float | None = field(default=None, metadata={"help": "Delta (default: 1 / number of records)."})
     dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
     dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
-    dp_poisson_sampling: bool = field(default=True, metadata={"help": "Poisson-sample each batch."})
+    dp_poisson_sampling: bool = field(
+        default=True, metadata={"help": "Poisson-sample the records of each logical batch (what the accountant "
+                                "assumes); false: shuffled fixed-size batches."}
+    )
     dp_mode: str = field(
         default="fast",
         metadata={"help": f"Per-sample gradient method, one of {DP_MODES}. 'fast' is the single-backward "
