@@ -134,7 +134,8 @@ class DistillationConfig(TrainingArguments):
     # ---- differential privacy ---------------------------------------------------------------------------
     dp_enabled: bool = field(default=False, metadata={"help": "Train the student with DP-SGD."})
     dp_target_epsilon: float | None = field(
-        default=None, metadata={"help": "Calibrate the noise to reach this epsilon at the end of training."}
+        default=None, metadata={"help": "Privacy budget: without dp_noise_multiplier the noise is calibrated to "
+                                "reach it at the end of training; with it, training stops before exceeding it."}
     )
     dp_noise_multiplier: float | None = field(
         default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
@@ -142,7 +143,10 @@ class DistillationConfig(TrainingArguments):
     dp_delta: float | None = field(default=None, metadata={"help": "Delta (default: 1 / number of records)."})
     dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
     dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
-    dp_poisson_sampling: bool = field(default=True, metadata={"help": "Poisson-sample each batch."})
+    dp_poisson_sampling: bool = field(
+        default=True, metadata={"help": "Poisson-sample the records of each logical batch (what the accountant "
+                                "assumes); false: shuffled fixed-size batches."}
+    )
     dp_mode: str = field(
         default="fast",
         metadata={"help": f"Per-sample gradient method, one of {DP_MODES}. 'fast' is the single-backward "
@@ -199,13 +203,27 @@ class DistillationConfig(TrainingArguments):
                     f"student_layers has {len(self.student_layers)} entries but student_num_layers is "
                     f"{self.student_num_layers}: give one of them, or make them agree."
                 )
+        if self.canary_repeats < 0:
+            raise ConfigError(f"canary_repeats must be >= 0, got {self.canary_repeats}.")
         if self.dp_enabled:
             if self.dp_max_grad_norm <= 0:
                 raise ConfigError(f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}.")
-            if (self.dp_target_epsilon is None) == (self.dp_noise_multiplier is None):
+            if self.dp_target_epsilon is None and self.dp_noise_multiplier is None:
                 raise ConfigError(
-                    "With dp_enabled, give exactly one of dp_target_epsilon or dp_noise_multiplier."
+                    "With dp_enabled, give dp_target_epsilon (noise calibrated to reach it), dp_noise_multiplier, "
+                    "or both (train with that noise and stop before exceeding the target)."
                 )
+            if self.packing:
+                raise ConfigError(
+                    "dp_enabled needs packing: false. DP protects each training record, so every row must hold "
+                    "one record (packing mixes records into shared blocks)."
+                )
+            if self.fp16:
+                raise ConfigError("dp_enabled does not support fp16 loss scaling: use bf16 or float32.")
+            if self.gradient_checkpointing:
+                raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
+            # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
+            self.max_grad_norm = 0.0
             if self.dp_target_epsilon is not None and self.dp_target_epsilon <= 0:
                 raise ConfigError(f"dp_target_epsilon must be > 0, got {self.dp_target_epsilon}.")
             if self.dp_noise_multiplier is not None and self.dp_noise_multiplier < 0:

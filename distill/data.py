@@ -123,6 +123,8 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
         raise ConfigError("Extra per-record columns need packing: false (one record per row).")
     eos = tokenizer.eos_token_id
     # one record a row: keep the record index (differential privacy's unit) next to the tokens
+    if not packing:
+        dataset = add_record_ids(dataset)
     remove = [c for c in dataset.column_names if packing or c != RECORD_ID]
 
     def tok(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -180,6 +182,10 @@ def prepare_datasets(args, tokenizer, texts: list[str] | None = None) -> tuple[D
     )
     if args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
+    if getattr(args, "canary_repeats", 0) > 0:  # privacy audits: k copies of a secret canary
+        from .privacy.canary import insert_canary
+
+        raw["train"], _ = insert_canary(raw["train"], args.text_column, args.canary_repeats, args.canary_seed)
     if "validation" in raw and args.max_eval_samples is not None:
         raw["validation"] = raw["validation"].select(range(min(args.max_eval_samples, len(raw["validation"]))))
     if not args.packing:

@@ -89,6 +89,13 @@ class DistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self.teacher.eval()
         self._setup_counterfactual()
+        # DP-SGD (distill.privacy): the engine takes over the train dataloader, the step and the accounting.
+        self.privacy = None
+        if args.dp_enabled:
+            from .privacy import PrivacyEngine
+
+            self.privacy = PrivacyEngine(self)
+            self.add_callback(self.privacy.callback)
 
     # ------------------------------------------------------------------------------------------------
     # hooks for counterfactual role reversal (see distill.counterfactual)
@@ -118,6 +125,24 @@ class DistillationTrainer(Trainer):
         super()._set_signature_columns_if_needed()
         extra = [c for c in ("labels", "cf_input_ids", "record_id") if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
+
+    # ------------------------------------------------------------------------------------------------
+    # differential privacy: delegate to the privacy engine when dp_enabled
+    # ------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self):
+        if self.privacy is not None:
+            return self.privacy.train_dataloader(self)
+        return super().get_train_dataloader()
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        if self.privacy is not None:
+            return self.privacy.training_step(self, model, inputs, num_items_in_batch)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.privacy is not None:
+            self.privacy.load_resume_state(resume_from_checkpoint, self.args.output_dir)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     # ------------------------------------------------------------------------------------------------
     # teacher
@@ -173,6 +198,8 @@ class DistillationTrainer(Trainer):
         metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
         if mode == "eval":
             metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        elif getattr(self, "privacy", None) is not None:
+            metrics.update(self.privacy.log_metrics())
         logs = {**logs, **metrics}
         super().log(logs, start_time)
         self._metrics[mode].clear()
