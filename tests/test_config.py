@@ -42,7 +42,7 @@ def test_unknown_cli_flag_and_section(tmp_path):
     ({"alpha_kd": 0, "alpha_lm": 0}, "all 0"),
     ({"cda": "both"}, "cda must be one of"),
     ({"perturbation": "avg"}, "perturbation must be one of"),
-    ({"dp_enabled": True}, "exactly one of dp_target_epsilon"),
+    ({"dp_enabled": True, "packing": False}, "give dp_target_epsilon"),
 ])
 def test_invalid_values_raise_clear_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
