@@ -176,15 +176,14 @@ class RunInfo:
         """Summary fairness metrics (name -> value): fairness.json first, else the training callback's logs."""
         if self.fairness is not None:
             out = {}
-            for key, value in self.fairness.items():
-                if key in ("model", "per_profession"):
-                    continue
-                if _finite(value) is not None:
+            for key in (*FAIRNESS_METRICS, "cooccurrence_bias_mean", "cooccurrence_share_correlation"):
+                value = self.fairness.get(key)
+                if isinstance(value, dict):  # sentiment_gap: {gap, positive_rate_gap, mean_male, ...}
+                    for sub, name in (("gap", key), ("positive_rate_gap", f"{key}_positive_rate")):
+                        if _finite(value.get(sub)) is not None:
+                            out[name] = float(value[sub])
+                elif _finite(value) is not None:
                     out[key] = float(value)
-                elif isinstance(value, dict):  # e.g. sentiment_gap: {mean: .., positive_rate: ..}
-                    for sub, sub_value in value.items():
-                        if _finite(sub_value) is not None:
-                            out[f"{key}.{sub}"] = float(sub_value)
             return out
         return dict(self.fairness_logged)
 
