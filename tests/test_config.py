@@ -13,7 +13,7 @@ def _write(tmp_path, data):
 
 def test_yaml_with_sections_and_cli_override(tmp_path):
     path = _write(tmp_path, {"temperature": 3.0, "learning_rate": "1e-4", "student_layers": [0, 3],
-                             "dp": {"enabled": True, "noise_multiplier": 0.8}, "output_dir": str(tmp_path / "o")})
+                             "packing": False, "dp": {"enabled": True, "noise_multiplier": 0.8}, "output_dir": str(tmp_path / "o")})
     cfg = load_config(path, ["--temperature", "4.0"])
     assert cfg.temperature == 4.0  # CLI beats YAML
     assert cfg.learning_rate == pytest.approx(1e-4)  # string in YAML is converted
@@ -42,7 +42,8 @@ def test_unknown_cli_flag_and_section(tmp_path):
     ({"alpha_kd": 0, "alpha_lm": 0}, "all 0"),
     ({"cda": "both"}, "cda must be one of"),
     ({"perturbation": "avg"}, "perturbation must be one of"),
-    ({"dp_enabled": True}, "exactly one of dp_target_epsilon"),
+    ({"dp_enabled": True, "packing": False}, "give dp_target_epsilon"),
+    ({"dp_enabled": True, "dp_noise_multiplier": 1.0}, "needs packing: false"),
 ])
 def test_invalid_values_raise_clear_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -51,7 +52,7 @@ def test_invalid_values_raise_clear_errors(tmp_path, kw, match):
 
 def test_saved_yaml_round_trips(tmp_path):
     cfg = DistillationConfig(output_dir=str(tmp_path / "o"), temperature=3.5, student_layers=[0, 2],
-                             learning_rate=2e-4, dp_enabled=True, dp_target_epsilon=8.0)
+                             learning_rate=2e-4, dp_enabled=True, dp_target_epsilon=8.0, packing=False)
     cfg.save_yaml(str(tmp_path / "c.yaml"))
     again = load_config(str(tmp_path / "c.yaml"))
     assert again.distill_dict() == cfg.distill_dict()
