@@ -43,6 +43,7 @@ def test_unknown_cli_flag_and_section(tmp_path):
     ({"cda": "both"}, "cda must be one of"),
     ({"perturbation": "avg"}, "perturbation must be one of"),
     ({"dp_enabled": True, "packing": False}, "give dp_target_epsilon"),
+    ({"dp_enabled": True, "dp_noise_multiplier": 1.0}, "needs packing: false"),
 ])
 def test_invalid_values_raise_clear_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -51,7 +52,7 @@ def test_invalid_values_raise_clear_errors(tmp_path, kw, match):
 
 def test_saved_yaml_round_trips(tmp_path):
     cfg = DistillationConfig(output_dir=str(tmp_path / "o"), temperature=3.5, student_layers=[0, 2],
-                             learning_rate=2e-4, packing=False, dp_enabled=True, dp_target_epsilon=8.0)
+                             learning_rate=2e-4, dp_enabled=True, dp_target_epsilon=8.0, packing=False)
     cfg.save_yaml(str(tmp_path / "c.yaml"))
     again = load_config(str(tmp_path / "c.yaml"))
     assert again.distill_dict() == cfg.distill_dict()

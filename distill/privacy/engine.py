@@ -148,9 +148,13 @@ class PrivacyEngine:
             sigma = calibrate_noise(args.dp_target_epsilon, delta, q, planned, args.dp_accountant)
         if sigma == 0 and args.dp_target_epsilon is not None:
             raise ConfigError("dp_noise_multiplier 0 gives no privacy (ε = ∞) and cannot meet dp_target_epsilon.")
-        self.accountant = PrivacyAccountant(args.dp_accountant, delta)
+        if self.accountant is None or self._resume_state is not None:  # a second train() call continues
+            self.accountant = PrivacyAccountant(args.dp_accountant, delta)
         if self._resume_state is not None:
             self.accountant.load_state_dict(self._resume_state)
+            self._resume_state = None
+        if self.accountant.delta != delta:
+            raise ConfigError(f"dp_delta changed from {self.accountant.delta} to {delta} within one run.")
         budget = None
         if args.dp_target_epsilon is not None:
             remaining = max_steps_within(args.dp_target_epsilon, sigma, q, delta, args.dp_accountant,
