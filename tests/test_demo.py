@@ -31,7 +31,7 @@ def test_corpus_holds_out_evaluation_templates():
 def test_demo_quick_shows_the_effect(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run([sys.executable, "-m", "distill", "demo", "--quick", "--out", str(out)], capture_output=True,
-                         text=True, timeout=900, cwd=REPO, env=dict(os.environ))
+                         text=True, timeout=1500, cwd=REPO, env=dict(os.environ))
     assert res.returncode == 0, res.stderr[-4000:]
     report = json.loads((out / "demo_report.json").read_text())
     v = report["variants"]
