@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO
 
 
-def _distill(*args, env=None, timeout=600):
+def _distill(*args, env=None, timeout=1500):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=full_env)
