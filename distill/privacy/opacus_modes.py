@@ -32,18 +32,28 @@ def _accumulate(summed: dict[int, torch.Tensor], p: torch.Tensor, update: torch.
         summed[id(p)] = update.clone()
 
 
-class OpacusHooksClipper:
-    """``dp_mode: hooks`` — opacus per-sample gradients (hooks, functorch for unsupported layers)."""
+class _OpacusClipper:
+    """Shared plumbing of the opacus modes: trainable parameters and hooks that only record inside ``capture``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, hooks):
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.hooks = GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=False)
+        self.hooks = hooks
         self.hooks.disable_hooks()
 
     @contextmanager
     def capture(self):
         self.hooks.enable_hooks()
         yield self
+
+    def remove(self) -> None:
+        self.hooks.cleanup()
+
+
+class OpacusHooksClipper(_OpacusClipper):
+    """``dp_mode: hooks`` — opacus per-sample gradients (hooks, functorch for unsupported layers)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__(model, GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=False))
 
     def clip_and_accumulate(self, per_row_loss: torch.Tensor, layout: RecordLayout, max_grad_norm: float,
                             summed: dict[int, torch.Tensor]):
@@ -65,23 +75,14 @@ class OpacusHooksClipper:
             _accumulate(summed, p, torch.einsum("r,r...->...", factors, g).to(p.dtype))
         return norms.detach(), factors.detach()
 
-    def remove(self) -> None:
-        self.hooks.cleanup()
 
-
-class OpacusGhostClipper:
+class OpacusGhostClipper(_OpacusClipper):
     """``dp_mode: ghost`` — opacus ghost clipping (two backward passes, per-row clipping)."""
 
     def __init__(self, model: nn.Module, max_grad_norm: float):
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.hooks = GradSampleHooksFastGradientClipping(model, batch_first=True, loss_reduction="sum", strict=False,
-                                                         max_grad_norm=max_grad_norm, use_ghost_clipping=True)
-        self.hooks.disable_hooks()
-
-    @contextmanager
-    def capture(self):
-        self.hooks.enable_hooks()
-        yield self
+        super().__init__(model, GradSampleHooksFastGradientClipping(
+            model, batch_first=True, loss_reduction="sum", strict=False, max_grad_norm=max_grad_norm,
+            use_ghost_clipping=True))
 
     def clip_and_accumulate(self, per_row_loss: torch.Tensor, layout: RecordLayout, max_grad_norm: float,
                             summed: dict[int, torch.Tensor]):
@@ -104,6 +105,3 @@ class OpacusGhostClipper:
                 _accumulate(summed, p, p.grad.detach())
             p.grad = None
         return norms.detach(), factors.detach()
-
-    def remove(self) -> None:
-        self.hooks.cleanup()
