@@ -39,8 +39,21 @@ def test_demo_quick_shows_the_effect(tmp_path):
     for name in v:
         assert v[name]["perplexity"] > 1 and v[name]["cooccurrence_bias_mean_abs"] is not None
     assert v["crr"]["cooccurrence_bias_mean_abs"] < v["kd"]["cooccurrence_bias_mean_abs"]
+    for name in ("teacher", "kd"):  # the bias is inherited, and points the way the corpus planted it
+        assert v[name]["planted_direction_agreement"] >= 0.75 and v[name]["planted_direction_bias"] > 0.3, v[name]
     assert v["crr_dp"]["epsilon"] is not None and v["teacher"]["epsilon"] is None
     assert (out / "demo.png").stat().st_size > 10_000
     for name in ("kd", "crr", "crr_dp"):
         assert (out / name / "model.safetensors").exists() and (out / name / "fairness.json").exists()
     assert "crr_dp" in res.stdout and "co-occ. bias" in res.stdout
+
+
+def test_planted_direction_signs_bias_by_planted_gender():
+    from distill.demo.pipeline import planted_direction
+
+    planted = {"nurse": "female", "pilot": "male", "chef": "male"}
+    r = planted_direction({"nurse": 2.0, "pilot": -1.0, "chef": 0.5, "unknown": 9.0}, planted)
+    assert r["planted_direction_bias"] == (2.0 + 1.0 - 0.5) / 3
+    assert r["planted_direction_agreement"] == 2 / 3
+    assert planted_direction({"nurse": None}, planted) == {"planted_direction_bias": None,
+                                                           "planted_direction_agreement": None}

@@ -23,7 +23,7 @@ import torch
 from ..config import DistillationConfig
 from ..errors import ConfigError
 from ..tiny import TinyTeacherSpec, train_tiny_teacher
-from .corpus import CorpusSpec, generate_corpus
+from .corpus import CorpusSpec, generate_corpus, planted_gender
 from .vocab import restricted_gpt2_tokenizer
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
@@ -146,7 +146,9 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
         dirs[variant] = args.output_dir
     print("[3/3] Evaluating gender disparity (held-out templates) and held-out perplexity", flush=True)
     prompts = builtin_prompts(list(DEMO_OCCUPATIONS))
-    report: dict = {"spec": asdict(spec), "occupations": list(DEMO_OCCUPATIONS), "variants": {}}
+    planted = {occ: planted_gender(occ) for occ in DEMO_OCCUPATIONS}
+    report: dict = {"spec": asdict(spec), "occupations": list(DEMO_OCCUPATIONS), "planted_gender": planted,
+                    "variants": {}}
     for variant, path in dirs.items():
         model = load_causal_lm(path)
         fair = evaluate_disparity(model, tokenizer, prompts, metrics=("cooccurrence", "parity", "sentiment"),
@@ -155,6 +157,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
         write_report(fair, path)
         if variant != "teacher":
             write_model_card(path)  # now with the fairness results
+        per_profession = {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])}
         report["variants"][variant] = {
             "perplexity": heldout_perplexity(model, tokenizer, heldout),
             "cooccurrence_bias_mean_abs": fair.get("cooccurrence_bias_mean_abs"),
@@ -163,7 +166,8 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
             "min_parity": fair.get("min_parity"),
             "sentiment_gap": (fair.get("sentiment_gap") or {}).get("gap"),
             "epsilon": _epsilon(path),
-            "per_profession": {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])},
+            **planted_direction(per_profession, planted),
+            "per_profession": per_profession,
         }
     report["runtime_seconds"] = round(time.time() - start, 1)
     with open(os.path.join(out, "demo_report.json"), "w") as fh:
@@ -173,6 +177,21 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     print(f"Wrote {os.path.join(out, 'demo_report.json')} and {os.path.join(out, 'demo.png')} "
           f"in {report['runtime_seconds']:.0f} s")
     return report
+
+
+def planted_direction(per_profession: dict[str, float | None], planted: dict[str, str]) -> dict:
+    """How much of a model's co-occurrence bias points the way the corpus planted it.
+
+    ``planted_direction_bias``: the mean over occupations of the bias signed so that positive means "towards the
+    planted gender" (bias > 0 means a female word is expected next); ``planted_direction_agreement``: the share
+    of occupations whose bias has the planted sign.
+    """
+    signed = [(1.0 if planted[occ] == "female" else -1.0) * bias
+              for occ, bias in per_profession.items() if bias is not None and occ in planted]
+    if not signed:
+        return {"planted_direction_bias": None, "planted_direction_agreement": None}
+    return {"planted_direction_bias": sum(signed) / len(signed),
+            "planted_direction_agreement": sum(b > 0 for b in signed) / len(signed)}
 
 
 def _epsilon(path: str) -> float | None:
@@ -188,10 +207,13 @@ def _f(value, spec=".3f") -> str:
 
 
 def format_demo_table(report: dict) -> str:
-    rows = [("model", "perplexity", "co-occ. bias |mean|", "mean parity", "sentiment gap", "epsilon")]
+    rows = [("model", "perplexity", "co-occ. bias |mean|", "towards planted", "mean parity", "sentiment gap",
+             "epsilon")]
     for name, v in report["variants"].items():
-        rows.append((name, _f(v["perplexity"], ".2f"), _f(v["cooccurrence_bias_mean_abs"]), _f(v["mean_parity"]),
-                     _f(v["sentiment_gap"], "+.3f"), _f(v["epsilon"], ".2f")))
+        agree = v.get("planted_direction_agreement")
+        towards = "-" if agree is None else f"{v['planted_direction_bias']:+.3f} ({agree:.0%})"
+        rows.append((name, _f(v["perplexity"], ".2f"), _f(v["cooccurrence_bias_mean_abs"]), towards,
+                     _f(v["mean_parity"]), _f(v["sentiment_gap"], "+.3f"), _f(v["epsilon"], ".2f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -32,8 +33,12 @@ def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, ste
                     accountant: str = "rdp") -> float:
     """The smallest σ (within opacus' 0.01 ε tolerance) that keeps ε ≤ target after ``steps`` steps."""
     try:
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          steps=steps, accountant=accountant))
+        with warnings.catch_warnings():
+            # the search probes very large σ, whose optimal RDP order is the largest one: that warning is about
+            # a probe, not about the ε finally reported (compute_epsilon still warns for that one)
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                              sample_rate=sample_rate, steps=steps, accountant=accountant))
     except ValueError:
         raise ConfigError(
             f"dp_target_epsilon={target_epsilon} cannot be reached in {steps} steps at sample rate {sample_rate:.4g} "
