@@ -162,7 +162,7 @@ class DistillationTrainer(Trainer):
                 self._record_metrics({"crr_swapped_share": share})
             return logprobs, hidden
         out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
-        logprobs = teacher_log_probs(out.logits, self.args.temperature)
+        logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
         hidden = out.hidden_states[-1] if need_hidden else None
         return logprobs, hidden
 

@@ -95,7 +95,7 @@ def test_reverse_roles_swaps_gendered_entries_back():
 
 
 @pytest.mark.parametrize("mode", ["mean", "max", "interpolate"])
-@pytest.mark.parametrize("swapped_rows", [[], [1], [0, 2, 3]])
+@pytest.mark.parametrize("swapped_rows", [[], [1], [0, 2, 3], [0, 1, 2, 3]])
 def test_row_wise_fast_path_equals_the_full_formula(mode, swapped_rows):
     from distill.counterfactual.perturbation import counterfactual_targets, perturb_swapped_rows
 

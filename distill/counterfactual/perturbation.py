@@ -80,12 +80,10 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
         src_g.index_copy_(0, rows, cf_logprobs.index_select(-1, partners))
     if mode != "max":
         if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
-            p_rows = logprobs.index_select(0, rows)
-            if inplace and mode == "mean":  # reuse the x̃ buffer: no new [k, T, V] tensor
-                rows_out = torch.logaddexp(p_rows, cf_logprobs, out=cf_logprobs).sub_(math.log(2.0))
+            if inplace and (mode == "mean" or 0.0 < lam < 1.0):
+                _mix_rows_inplace(out, cf_logprobs, rows, mode, lam)
             else:
-                rows_out = perturb_log_probs(p_rows, cf_logprobs, mode, lam)
-            out.index_copy_(0, rows, rows_out)
+                out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
         out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
         return out
     top_g = torch.maximum(p_g, src_g)
@@ -98,3 +96,24 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
         out.index_copy_(0, rows, top_rows)
     out.index_copy_(-1, gendered, top_g)
     return out.sub_(log_z)
+
+
+def _mix_rows_inplace(out: torch.Tensor, cf_logprobs: torch.Tensor, rows: torch.LongTensor, mode: str,
+                      lam: float) -> None:
+    """``out[r] = perturb(out[r], cf_logprobs[j])`` for the j-th swapped row r, written in place, row by row.
+
+    Each row of ``out`` is a contiguous slice, so there is no gather of the swapped rows, no new ``[k, T, V]``
+    tensor and no scatter back; ``cf_logprobs`` is overwritten (interpolate shifts it by ``log λ``).
+    """
+    if mode == "mean":
+        shift_p, shift_cf, shift_out = 0.0, 0.0, -math.log(2.0)
+    else:  # interpolate, 0 < λ < 1
+        shift_p, shift_cf, shift_out = math.log1p(-lam), math.log(lam), 0.0
+    for j, r in enumerate(rows.tolist()):
+        row = out[r]
+        if shift_p:
+            row.add_(shift_p)
+            cf_logprobs[j].add_(shift_cf)
+        torch.logaddexp(row, cf_logprobs[j], out=row)
+        if shift_out:
+            row.add_(shift_out)

@@ -36,7 +36,7 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
         batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
                  for k, v in model_inputs.items()}
     out = teacher(**batch, output_hidden_states=need_hidden)
-    logprobs_all = teacher_log_probs(out.logits, temperature)
+    logprobs_all = teacher_log_probs(out.logits, temperature, inplace=True)
     targets = perturb_swapped_rows(logprobs_all[:batch_size], logprobs_all[batch_size:], rows, swapper.perm,
                                    swapper.gendered_ids, mode, lam, inplace=True)
     hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
