@@ -14,6 +14,7 @@ so the student stays a plain ``PreTrainedModel`` for saving and evaluation. They
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +24,16 @@ from torch import nn
 
 from ..errors import DistillError
 from .records import RecordLayout
+
+
+@contextmanager
+def _quiet_output_only_hooks():
+    """Silence torch's note that full backward hooks see module outputs only: with the embeddings frozen the
+    first block's inputs need no grad, and outputs are all that per-sample gradients need."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with "
+                                "respect to module outputs")
+        yield
 
 
 def _accumulate(summed: dict[int, torch.Tensor], p: torch.Tensor, update: torch.Tensor) -> None:
@@ -58,7 +69,8 @@ class OpacusHooksClipper(_OpacusClipper):
     def clip_and_accumulate(self, per_row_loss: torch.Tensor, layout: RecordLayout, max_grad_norm: float,
                             summed: dict[int, torch.Tensor]):
         try:
-            per_row_loss.sum().backward()
+            with _quiet_output_only_hooks():
+                per_row_loss.sum().backward()
         finally:
             self.hooks.disable_hooks()
         grads = []
@@ -92,14 +104,16 @@ class OpacusGhostClipper(_OpacusClipper):
                                "rows (e.g. two-sided CDA): use dp_mode fast or hooks.")
         self.hooks.max_grad_norm = max_grad_norm
         try:
-            per_row_loss.sum().backward(retain_graph=True)
+            with _quiet_output_only_hooks():
+                per_row_loss.sum().backward(retain_graph=True)
             norms = self.hooks.get_norm_sample()
             factors = self.hooks.get_clipping_coef()
         finally:
             self.hooks.disable_hooks()
         for p in self.params:
             p.grad = None
-        (factors.detach() * per_row_loss).sum().backward()
+        with _quiet_output_only_hooks():
+            (factors.detach() * per_row_loss).sum().backward()
         for p in self.params:
             if p.grad is not None:
                 _accumulate(summed, p, p.grad.detach())
