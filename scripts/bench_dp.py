@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,8 @@ from distill.runtime import tune_cpu_allocator  # noqa: E402
 MODES = ("non-dp", "non-dp-frozen", "fast", "hooks", "ghost")
 
 
-def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str):
+def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, **extra):
+    """A trainer for ``mode`` (see MODES); ``extra`` are further DistillationConfig keys."""
     from transformers.utils import logging as hf_logging
 
     from distill.config import DistillationConfig
@@ -48,9 +48,10 @@ def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str):
     hf_logging.set_verbosity_error()
     dp = {} if mode.startswith("non-dp") else dict(dp_enabled=True, dp_mode=mode, dp_noise_multiplier=1.0,
                                                    packing=False)
-    args = DistillationConfig(output_dir=os.path.join(workdir, mode), teacher_model_name_or_path=teacher_dir,
-                              student_num_layers=2, per_device_train_batch_size=batch, learning_rate=1e-4,
-                              use_cpu=True, report_to="none", seed=0, disable_tqdm=True, **dp)
+    keys = dict(output_dir=os.path.join(workdir, mode), teacher_model_name_or_path=teacher_dir,
+                student_num_layers=2, per_device_train_batch_size=batch, learning_rate=1e-4,
+                use_cpu=not torch.cuda.is_available(), report_to="none", seed=0, disable_tqdm=True, **dp)
+    args = DistillationConfig(**{**keys, **extra})
     trainer = DistillationTrainer(args=args)
     if mode == "non-dp-frozen":
         from distill.privacy import freeze_embeddings
@@ -101,21 +102,54 @@ def _vm_kb(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
-def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int) -> None:
-    tune_cpu_allocator()
+def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extra: dict | None = None) -> None:
+    """Run in a fresh process: peak memory of ``steps`` training steps of ``mode``, printed as one JSON line.
+
+    ``base_rss_mb`` is the RSS after every import (transformers, opacus, ...) but before any model exists;
+    ``peak_rss_mb`` the high-water mark over the timed steps (reset after a first step), so ``train_peak_mb =
+    peak - base`` is the memory the training needs (models, optimizer state, activations, per-sample state): on
+    CPU the counterpart of CUDA's ``max_memory_allocated``, which is what is reported on a GPU.
+    """
+    import opacus  # noqa: F401  (imported up front so that no mode's peak counts library imports)
+
+    import distill.privacy  # noqa: F401
+    import distill.trainer  # noqa: F401
+
+    # glibc's allocator is left at its defaults here (no tune_cpu_allocator): with raised mmap/trim thresholds
+    # freed tensors stay in the heap, and RSS would report what was once used instead of what is live
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    cuda = torch.cuda.is_available()
+    base = _vm_kb("VmRSS")
     with tempfile.TemporaryDirectory() as work:
-        trainer = make_trainer(mode, teacher, batch, work)
+        trainer = make_trainer(mode, teacher, batch, work, **(extra or {}))
         inputs = make_batch(trainer, batch, seq)
         one_step(trainer, inputs)  # optimizer state etc. exist from here on
         rest = _vm_kb("VmRSS")
+        rest_cuda = torch.cuda.memory_allocated() if cuda else 0
         with open("/proc/self/clear_refs", "w") as fh:  # reset the peak-RSS high-water mark (Linux)
             fh.write("5")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(steps):
             one_step(trainer, inputs)
         peak = _vm_kb("VmHWM")
-    print(json.dumps({"mode": mode, "rest_rss_mb": rest / 1024, "peak_rss_mb": peak / 1024,
-                      "step_peak_over_rest_mb": (peak - rest) / 1024}))
+        result = {"mode": mode, "base_rss_mb": base / 1024, "rest_rss_mb": rest / 1024, "peak_rss_mb": peak / 1024,
+                  "train_peak_mb": (peak - base) / 1024, "step_peak_over_rest_mb": (peak - rest) / 1024}
+        if cuda:
+            peak_cuda = torch.cuda.max_memory_allocated()
+            result.update(train_peak_mb=peak_cuda / 2**20, step_peak_over_rest_mb=(peak_cuda - rest_cuda) / 2**20,
+                          device="cuda")
+    print(json.dumps(result))
+
+
+def measure_memory(mode: str, teacher: str, batch: int, seq: int, steps: int = 3, extra: dict | None = None) -> dict:
+    """:func:`memory_child` in a fresh interpreter (so that one mode's allocations never count for another)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", mode, "--_teacher", teacher,
+           "--batch", str(batch), "--seq", str(seq), "--steps", str(steps), "--_extra", json.dumps(extra or {})]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(f"memory run for {mode} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -132,13 +166,14 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_teacher", dest="teacher", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_extra", dest="extra", default="{}", help=argparse.SUPPRESS)
     a = ap.parse_args()
     modes = a.modes.split(",")
     if a.threads:
         torch.set_num_threads(a.threads)
         os.environ["BENCH_THREADS"] = str(a.threads)
     if a.memory_child:
-        memory_child(a.memory_child, a.teacher, a.batch, a.seq, a.steps)
+        memory_child(a.memory_child, a.teacher, a.batch, a.seq, a.steps, json.loads(a.extra))
         return
     tune_cpu_allocator()
     with tempfile.TemporaryDirectory() as work:
@@ -165,14 +200,13 @@ def main() -> None:
         if not a.no_memory:
             print("peak memory (fresh process per mode):")
             for m in modes:
-                out = subprocess.run([sys.executable, __file__, "--_memory-child", m, "--_teacher", teacher,
-                                      "--batch", str(a.batch), "--seq", str(a.seq), "--steps", "3"],
-                                     capture_output=True, text=True, env=dict(os.environ))
-                if out.returncode != 0:
-                    print(f"{m:14s} failed: {out.stderr[-500:]}")
+                try:
+                    r = measure_memory(m, teacher, a.batch, a.seq)
+                except RuntimeError as err:
+                    print(f"{m:14s} {err}")
                     continue
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"{m:14s} peak RSS during steps {r['peak_rss_mb']:8.1f} MB")
+                print(f"{m:14s} peak RSS during steps {r['peak_rss_mb']:8.1f} MB, "
+                      f"above the post-import baseline {r['train_peak_mb']:8.1f} MB")
 
 
 if __name__ == "__main__":
