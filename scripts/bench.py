@@ -72,9 +72,18 @@ def log(*a) -> None:
     print(*a, file=sys.stderr, flush=True)
 
 
+def gkd_classes():
+    """TRL's ``(GKDConfig, GKDTrainer)``: in ``trl.experimental.gkd`` since TRL moved it there, top level before."""
+    try:
+        from trl.experimental.gkd import GKDConfig, GKDTrainer
+    except ImportError:
+        from trl import GKDConfig, GKDTrainer
+    return GKDConfig, GKDTrainer
+
+
 def trl_available() -> bool:
     try:
-        import trl.experimental.gkd  # noqa: F401
+        gkd_classes()
     except ImportError:
         return False
     return True
@@ -86,10 +95,10 @@ def trl_available() -> bool:
 def make_gkd_trainer(student, teacher_dir: str, tokenizer, batch: int, workdir: str):
     """TRL's GKDTrainer, off-policy (lmbda=0, beta=0), configured like our trainers."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-    from trl.experimental.gkd import GKDConfig, GKDTrainer
-
     from datasets import Dataset
+    from transformers.utils import logging as hf_logging
+
+    GKDConfig, GKDTrainer = gkd_classes()
 
     hf_logging.set_verbosity_error()
     cuda = torch.cuda.is_available()
@@ -176,8 +185,6 @@ def time_contenders(trainers: dict, batch: dict, steps: int, repeat: int, warmup
 
 def check_loss_parity(trainers: dict, batch: dict) -> float:
     """|our KD loss - GKD's loss| on the batch, same student and teacher logits, same positions (eval mode)."""
-    from trl.experimental.gkd import GKDTrainer
-
     from distill.losses import kd_loss, teacher_log_probs
 
     kd = trainers["kd_matched"]
@@ -189,7 +196,7 @@ def check_loss_parity(trainers: dict, batch: dict) -> float:
     kd.model.train()
     labels = batch["labels"][:, 1:]
     ours = kd_loss(s, teacher_log_probs(t, 1.0), (labels != -100).long(), 1.0)
-    theirs = GKDTrainer.generalized_jsd_loss(s, t, labels=labels, beta=0.0)
+    theirs = gkd_classes()[1].generalized_jsd_loss(s, t, labels=labels, beta=0.0)
     return float((ours - theirs).abs())
 
 
