@@ -24,7 +24,8 @@ alpha_cos 1); the TRL comparison uses the loss GKD computes.
 
 A step is the trainer's own ``training_step`` (student forward, teacher targets, loss, backward) plus the
 optimizer step and ``zero_grad``. Contenders run round-robin (``--repeat`` rounds of ``--steps`` steps each,
-after ``--warmup`` steps each), and each reports its median step time, so drifting machine load hits all alike.
+after ``--warmup`` steps each, the order reversed every other round); a ratio is the median over rounds of the
+round's ratio of median step times, so drifting machine load hits both sides alike.
 With a GPU the script also reports absolute tokens/s for GPT-2 (12 x 768) -> 6-layer student at real shapes
 (random weights); ``--real-shapes`` forces that part on CPU.
 
@@ -171,16 +172,30 @@ def timed_step(trainer, inputs: dict) -> float:
     return time.perf_counter() - t
 
 
-def time_contenders(trainers: dict, batch: dict, steps: int, repeat: int, warmup: int) -> dict[str, float]:
-    """Median step time of each contender, round-robin."""
+class Timings:
+    """Step times per contender and round. Ratios are the median over rounds of each round's ratio of medians,
+    so a machine whose speed drifts during the run (shared or throttled CPUs) hits both sides alike."""
+
+    def __init__(self, rounds: list[dict[str, list[float]]]):
+        self.rounds = rounds
+
+    def median(self, name: str) -> float:
+        return statistics.median(t for r in self.rounds for t in r[name])
+
+    def ratio(self, a: str, b: str) -> float:
+        return statistics.median(statistics.median(r[a]) / statistics.median(r[b]) for r in self.rounds)
+
+
+def time_contenders(trainers: dict, batch: dict, steps: int, repeat: int, warmup: int) -> Timings:
+    """Round-robin: each round runs ``steps`` steps of every contender, the order reversed every other round."""
     for name, t in trainers.items():
         for _ in range(warmup):
             timed_step(t, inputs_for(name, batch))
-    times: dict[str, list[float]] = {n: [] for n in trainers}
-    for _ in range(repeat):
-        for name, t in trainers.items():
-            times[name].extend(timed_step(t, inputs_for(name, batch)) for _ in range(steps))
-    return {n: statistics.median(v) for n, v in times.items()}
+    rounds = []
+    for i in range(repeat):
+        order = list(trainers) if i % 2 == 0 else list(reversed(trainers))
+        rounds.append({n: [timed_step(trainers[n], inputs_for(n, batch)) for _ in range(steps)] for n in order})
+    return Timings(rounds)
 
 
 def check_loss_parity(trainers: dict, batch: dict) -> float:
@@ -210,14 +225,14 @@ def bench_steps(a, teacher_dir: str, workdir: str, with_trl: bool) -> dict:
                                               != batch["input_ids"]).any(-1).float().mean())}
     if with_trl:
         out["loss_parity_abs_diff"] = check_loss_parity(trainers, batch)
-    med = time_contenders(trainers, batch, a.steps, a.repeat, a.warmup)
-    out["step_seconds"] = med
-    out["kd_vs_trl"] = med["kd_matched"] / med["trl_gkd"] if with_trl else None
-    out["crr_vs_kd"] = med["crr"] / med["kd"]
-    out["dp_vs_nondp"] = med["dp_fast"] / med["kd"]
-    out["opacus_hooks_vs_nondp"] = med["dp_hooks"] / med["kd"]
-    out["opacus_ghost_vs_nondp"] = med["dp_ghost"] / med["kd"]
-    out["dp_vs_nondp_frozen"] = med["dp_fast"] / med["kd_frozen"]
+    timings = time_contenders(trainers, batch, a.steps, a.repeat, a.warmup)
+    out["step_seconds"] = {n: timings.median(n) for n in trainers}
+    out["kd_vs_trl"] = timings.ratio("kd_matched", "trl_gkd") if with_trl else None
+    out["crr_vs_kd"] = timings.ratio("crr", "kd")
+    out["dp_vs_nondp"] = timings.ratio("dp_fast", "kd")
+    out["opacus_hooks_vs_nondp"] = timings.ratio("dp_hooks", "kd")
+    out["opacus_ghost_vs_nondp"] = timings.ratio("dp_ghost", "kd")
+    out["dp_vs_nondp_frozen"] = timings.ratio("dp_fast", "kd_frozen")
     return out
 
 
@@ -267,7 +282,8 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     for t in trainers.values():
         t.model.train()
     batch = demo_batch(tok, a.gpu_batch, a.gpu_seq, trainers["kd"].args.device)
-    med = time_contenders(trainers, batch, a.steps, a.repeat, a.warmup)
+    timings = time_contenders(trainers, batch, a.steps, a.repeat, a.warmup)
+    med = {n: timings.median(n) for n in trainers}
     tokens = a.gpu_batch * a.gpu_seq
     return {"batch": a.gpu_batch, "seq": a.gpu_seq, "tokens_per_second": {n: tokens / s for n, s in med.items()},
             "step_seconds": med}
@@ -330,8 +346,8 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (the table goes to stderr)")
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
-    ap.add_argument("--repeat", type=int, default=4, help="rounds (contenders alternate between rounds)")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per contender per round")
+    ap.add_argument("--repeat", type=int, default=8, help="rounds (the contenders' order reverses every round)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per contender first")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=64)
