@@ -324,7 +324,7 @@ def format_table(result: dict) -> str:
         value = "n/a" if v["value"] is None else f"{v['value']:.2f}x"
         met = "-" if v["met"] is None else ("yes" if v["met"] else "NO")
         lines.append(f"{key:24s} {value:>8s} {v['target']:>8s}  {met}")
-    for key in ("opacus_ghost_vs_nondp", "dp_vs_nondp_frozen"):
+    for key in ("opacus_hooks_vs_nondp", "opacus_ghost_vs_nondp", "dp_vs_nondp_frozen"):
         if result.get(key) is not None:
             lines.append(f"{key:24s} {result[key]:7.2f}x {'(info)':>8s}")
     if result.get("memory_mb"):
