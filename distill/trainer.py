@@ -28,6 +28,7 @@ from .counterfactual.teacher_forward import role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
 from .losses import distillation_loss, lm_loss, teacher_log_probs
+from .teacher_head import output_log_probs, split_output_layer
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .student import build_student, check_compatible
 
@@ -88,6 +89,9 @@ class DistillationTrainer(Trainer):
         # a model that only runs inference).
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self.teacher.eval()
+        # body + output layer when that is exact and accelerate did not wrap the teacher (FSDP, ...)
+        unwrapped = self.accelerator.unwrap_model(self.teacher)
+        self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
         self._setup_counterfactual()
         # DP-SGD (distill.privacy): the engine takes over the train dataloader, the step and the accounting.
         self.privacy = None
@@ -156,13 +160,19 @@ class DistillationTrainer(Trainer):
             # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
             logprobs, hidden, n_swapped = role_reversed_teacher_targets(
                 self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
-                mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden)
+                mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
+                split=self._teacher_split)
             if self.model.training:
                 share = torch.tensor(n_swapped / model_inputs["input_ids"].size(0), device=logprobs.device)
                 self._record_metrics({"crr_swapped_share": share})
             return logprobs, hidden
-        out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
-        logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
+        if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
+            body, head = self._teacher_split
+            out = body(**model_inputs, output_hidden_states=need_hidden)
+            logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
+        else:
+            out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
+            logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
         hidden = out.hidden_states[-1] if need_hidden else None
         return logprobs, hidden
 

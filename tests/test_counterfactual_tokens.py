@@ -114,3 +114,25 @@ def test_row_wise_fast_path_equals_the_full_formula(mode, swapped_rows):
     assert torch.allclose(fast, expected, atol=1e-5)
     assert torch.allclose(perturb_swapped_rows(p.clone(), q.clone(), rows, perm, gendered, mode, 0.25,
                                                inplace=True), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mean", "interpolate"])
+def test_segment_path_equals_the_full_formula(mode):
+    """Teacher outputs on x̃ only from each row's first swapped position: before it, x̃'s outputs are P."""
+    from distill.counterfactual.perturbation import counterfactual_targets, perturb_swapped_segments
+
+    V, T = 40, 6
+    perm = token_permutation([(1, 7), (3, 4), (10, 30)], V)
+    gendered = (perm != torch.arange(V)).nonzero()[:, 0]
+    p = _random_logprobs((4, T, V), 2)
+    rows, starts = [0, 2, 3], [0, 3, 5]
+    source = p.clone()
+    fresh = _random_logprobs((len(rows), T, V), 3)
+    for j, (r, start) in enumerate(zip(rows, starts)):
+        source[r, start:] = fresh[j, start:]
+    expected = counterfactual_targets(p, source, perm, mode, 0.25)
+    segments = [fresh[j, start:].clone() for j, start in enumerate(starts)]
+    got = perturb_swapped_segments(p.clone(), segments, rows, starts, perm, gendered, mode, 0.25)
+    assert torch.allclose(got, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="mean and interpolate"):
+        perturb_swapped_segments(p.clone(), segments, rows, starts, perm, gendered, "max", 0.25)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from distill.counterfactual.teacher_forward import role_reversed_teacher_targets
+from distill.teacher_head import split_output_layer
 from distill.data import DistillationCollator
 from distill.demo.corpus import CorpusSpec, generate_corpus
 from distill.train import build_trainer
@@ -85,7 +86,8 @@ def test_one_batched_teacher_forward_only_for_gendered_rows(crr_trainer):
              "She lost her keys in the park today.", "A small cafe opened near the old bridge."]
     batch = DistillationCollator(tok.pad_token_id)([{"input_ids": tok(t)["input_ids"]} for t in texts])
     calls = []
-    hook = trainer.teacher.register_forward_pre_hook(
+    assert trainer._teacher_split is not None  # GPT-2 runs as body + output layer (prefix of x̃ skipped)
+    hook = trainer.teacher.base_model.register_forward_pre_hook(
         lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     targets, _ = trainer.teacher_targets(batch)
     hook.remove()
@@ -100,6 +102,55 @@ def test_one_batched_teacher_forward_only_for_gendered_rows(crr_trainer):
     expected = 0.7 * p + 0.3 * q[..., trainer.token_permutation]
     mask = batch["attention_mask"].bool()
     assert torch.allclose(targets.exp()[mask], expected[mask], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode,lam", [("mean", 0.5), ("interpolate", 0.3), ("max", 0.5)])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_split_teacher_skipping_the_shared_prefix_is_exact(crr_trainer, mode, lam, temperature):
+    trainer = crr_trainer
+    tok = trainer.processing_class
+    texts = ["The weather was cold and the pilot said that he was tired.", "The weather was cold in the morning.",
+             "She lost her keys in the park today.", "A small cafe opened near the old bridge where his mother "
+             "lived."]
+    batch = DistillationCollator(tok.pad_token_id)([{"input_ids": tok(t)["input_ids"]} for t in texts])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    kw = dict(temperature=temperature, mode=mode, lam=lam, need_hidden=True)
+    fast, h_fast, n_fast = role_reversed_teacher_targets(trainer.teacher, inputs, trainer.token_swapper,
+                                                         split=trainer._teacher_split, **kw)
+    full, h_full, n_full = role_reversed_teacher_targets(trainer.teacher, inputs, trainer.token_swapper, **kw)
+    mask = batch["attention_mask"].bool()
+    assert n_fast == n_full == 3
+    assert torch.allclose(fast[mask], full[mask], atol=1e-5)
+    assert torch.allclose(h_fast, h_full, atol=1e-6)
+
+
+def test_plain_kd_targets_through_the_split_teacher_equal_the_forward(biased_teacher_dir, tmp_path):
+    trainer = build_trainer(_args(tmp_path, biased_teacher_dir, temperature=2.0, alpha_cos=0.5),
+                            texts=_skewed_texts(20))
+    assert trainer._teacher_split is not None
+    tok = trainer.processing_class
+    batch = DistillationCollator(tok.pad_token_id)([{"input_ids": tok(t)["input_ids"]} for t in _skewed_texts(3)])
+    logprobs, hidden = trainer.teacher_targets(batch, need_hidden=True)
+    with torch.no_grad():
+        out = trainer.teacher(**{k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")},
+                              output_hidden_states=True)
+    assert torch.allclose(logprobs, torch.log_softmax(out.logits / 2.0, -1), atol=1e-5)
+    assert torch.equal(hidden, out.hidden_states[-1])
+
+
+def test_split_output_layer_refuses_models_whose_forward_does_more(biased_teacher_dir):
+    from transformers import GPT2LMHeadModel
+
+    class ScaledLogits(GPT2LMHeadModel):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 0.5  # like a logit scale or soft-capping
+            return out
+
+    plain = GPT2LMHeadModel.from_pretrained(biased_teacher_dir).eval()
+    body, head = split_output_layer(plain)
+    assert body is plain.transformer and head is plain.lm_head
+    assert split_output_layer(ScaledLogits.from_pretrained(biased_teacher_dir).eval()) is None
 
 
 def test_perturbation_moves_the_student_toward_parity(biased_teacher_dir, tmp_path):

@@ -81,7 +81,7 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
     if mode != "max":
         if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
             if inplace and (mode == "mean" or 0.0 < lam < 1.0):
-                _mix_rows_inplace(out, cf_logprobs, rows, mode, lam)
+                mix_segments_inplace(out, list(cf_logprobs), rows.tolist(), [0] * rows.numel(), mode, lam)
             else:
                 out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
         out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
@@ -98,22 +98,46 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
     return out.sub_(log_z)
 
 
-def _mix_rows_inplace(out: torch.Tensor, cf_logprobs: torch.Tensor, rows: torch.LongTensor, mode: str,
-                      lam: float) -> None:
-    """``out[r] = perturb(out[r], cf_logprobs[j])`` for the j-th swapped row r, written in place, row by row.
+def mix_segments_inplace(out: torch.Tensor, segments: list[torch.Tensor], rows: list[int], starts: list[int],
+                         mode: str, lam: float = 0.5) -> None:
+    """``out[r, s:] = perturb(out[r, s:], segment)`` for each swapped row ``r`` from position ``s`` on, in place.
 
-    Each row of ``out`` is a contiguous slice, so there is no gather of the swapped rows, no new ``[k, T, V]``
-    tensor and no scatter back; ``cf_logprobs`` is overwritten (interpolate shifts it by ``log λ``).
+    ``segments[j]`` ``[T - starts[j], V]`` holds the teacher's log-probs on x̃ for row ``rows[j]`` from position
+    ``starts[j]`` on (before that position x̃ and x share their prefix, so the teacher's outputs are P itself).
+    Rows of ``out`` are contiguous slices: no gather of the swapped rows, no new ``[k, T, V]`` tensor, no
+    scatter back. ``mean`` or ``interpolate`` with 0 < λ < 1 only; the segments are overwritten.
     """
     if mode == "mean":
         shift_p, shift_cf, shift_out = 0.0, 0.0, -math.log(2.0)
-    else:  # interpolate, 0 < λ < 1
+    elif mode == "interpolate" and 0.0 < lam < 1.0:
         shift_p, shift_cf, shift_out = math.log1p(-lam), math.log(lam), 0.0
-    for j, r in enumerate(rows.tolist()):
-        row = out[r]
+    else:
+        raise ValueError(f"mix_segments_inplace handles mean and interpolate with 0 < lambda < 1, not {mode} "
+                         f"(lambda {lam}).")
+    for seg, r, start in zip(segments, rows, starts):
+        row = out[r, start:]
         if shift_p:
             row.add_(shift_p)
-            cf_logprobs[j].add_(shift_cf)
-        torch.logaddexp(row, cf_logprobs[j], out=row)
+            seg.add_(shift_cf)
+        torch.logaddexp(row, seg, out=row)
         if shift_out:
             row.add_(shift_out)
+
+
+def perturb_swapped_segments(logprobs: torch.Tensor, segments: list[torch.Tensor], rows: list[int],
+                             starts: list[int], perm: torch.LongTensor, gendered: torch.LongTensor, mode: str,
+                             lam: float = 0.5) -> torch.Tensor:
+    """:func:`perturb_swapped_rows` (in place) when the teacher ran on x̃ only from each swapped row's first
+    swapped position: ``segments[j]`` ``[T - starts[j], V]`` are its log-probs there, for row ``rows[j]``.
+
+    Exact, because x̃ and x share the prefix before ``starts[j]``, where the teacher's outputs on x̃ are P.
+    ``mean`` and ``interpolate`` (0 < λ < 1); ``logprobs`` and the segments are overwritten.
+    """
+    partners = perm.index_select(0, gendered)
+    p_g = logprobs.index_select(-1, gendered)  # P at the gendered columns
+    src_g = logprobs.index_select(-1, partners)  # P̃ at the gendered columns: P at their partners ...
+    for seg, r, start in zip(segments, rows, starts):  # ... except where x̃'s own outputs exist
+        src_g[r, start:] = seg.index_select(-1, partners)
+    mix_segments_inplace(logprobs, segments, rows, starts, mode, lam)
+    logprobs.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
+    return logprobs

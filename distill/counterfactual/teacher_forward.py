@@ -6,23 +6,38 @@ whose x̃ equals x (no gendered token) are not run again: their prediction on x�
 applied to it, which changes only the columns of the gendered tokens (computed alone, so rows without a
 gendered token cost O(#gendered tokens) per position, not O(V)). The rows that differ are concatenated to the
 batch (``torch.cat``) so the teacher runs once.
+
+A swapped row of x̃ shares its prefix with x up to its first swapped token, so there the teacher's outputs on
+x̃ *are* P. When the teacher splits into a body and an output layer
+(:func:`distill.teacher_head.split_output_layer`), the
+vocabulary-wide work on x̃ (output layer, log-softmax, mixing) is done only from each row's first swapped
+position on, and the temperature divides the hidden states instead of the logits (``mean`` and
+``interpolate``; ``max`` renormalises whole rows and takes the full path).
 """
 
 from __future__ import annotations
 
 import torch
 
+from torch import nn
+
 from ..losses import teacher_log_probs
-from .perturbation import perturb_swapped_rows
+from ..teacher_head import output_log_probs
+from .perturbation import perturb_swapped_rows, perturb_swapped_segments
 from .token_pairs import TokenSwapper
 
 
 @torch.no_grad()
 def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor], swapper: TokenSwapper, *,
-                                  temperature: float, mode: str, lam: float = 0.5, need_hidden: bool = False
+                                  temperature: float, mode: str, lam: float = 0.5, need_hidden: bool = False,
+                                  split: tuple[nn.Module, nn.Module] | None = None
                                   ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Perturbed, temperature-softened teacher log-probs ``[B, T, V]``, the teacher's last hidden states on x
-    (if asked) and the number of rows whose swapped context x̃ differs from x (run through the teacher)."""
+    (if asked) and the number of rows whose swapped context x̃ differs from x (run through the teacher).
+
+    ``split``: the teacher's ``(body, output_layer)`` from :func:`~distill.teacher_head.split_output_layer`, to
+    skip the shared prefix.
+    """
     ids = model_inputs["input_ids"]
     batch_size = ids.size(0)
     cf_ids = swapper.swap_tokens(ids)
@@ -35,9 +50,24 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
     if n_swapped:
         batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
                  for k, v in model_inputs.items()}
-    out = teacher(**batch, output_hidden_states=need_hidden)
-    logprobs_all = teacher_log_probs(out.logits, temperature, inplace=True)
-    targets = perturb_swapped_rows(logprobs_all[:batch_size], logprobs_all[batch_size:], rows, swapper.perm,
-                                   swapper.gendered_ids, mode, lam, inplace=True)
+    if split is not None and (mode == "mean" or (mode == "interpolate" and 0.0 < lam < 1.0)):
+        body, head = split
+        out = body(**batch, output_hidden_states=need_hidden)
+        states = out.last_hidden_state
+        logprobs = output_log_probs(head, states[:batch_size], temperature)
+        rows_list = rows.tolist()
+        starts = differs.index_select(0, rows).int().argmax(-1).tolist()  # first swapped position of each row
+        suffix = [states[batch_size + j, start:] for j, start in enumerate(starts)]
+        segments = []
+        if suffix:
+            segments = list(output_log_probs(head, torch.cat(suffix), temperature)
+                            .split([len(h) for h in suffix]))
+        targets = perturb_swapped_segments(logprobs, segments, rows_list, starts, swapper.perm,
+                                           swapper.gendered_ids, mode, lam)
+    else:
+        out = teacher(**batch, output_hidden_states=need_hidden)
+        logprobs_all = teacher_log_probs(out.logits, temperature, inplace=True)
+        targets = perturb_swapped_rows(logprobs_all[:batch_size], logprobs_all[batch_size:], rows, swapper.perm,
+                                       swapper.gendered_ids, mode, lam, inplace=True)
     hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
     return targets, hidden, n_swapped
