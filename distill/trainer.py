@@ -28,9 +28,9 @@ from .counterfactual.teacher_forward import role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
 from .losses import distillation_loss, lm_loss, teacher_log_probs
-from .teacher_head import output_log_probs, split_output_layer
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .student import build_student, check_compatible
+from .teacher_head import output_log_probs, split_output_layer
 
 logger = logging.getLogger(__name__)
 

@@ -71,6 +71,9 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
         return logprobs
     if mode not in PERTURBATION_MODES:
         raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
+    if inplace and mixes_in_place(mode, lam):  # whole rows are segments that start at position 0
+        return perturb_swapped_segments(logprobs, list(cf_logprobs), rows.tolist(), [0] * rows.numel(), perm,
+                                        gendered, mode, lam)
     out = logprobs if inplace else logprobs.clone()
     swapped = rows.numel() > 0
     partners = perm.index_select(0, gendered)
@@ -80,10 +83,7 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
         src_g.index_copy_(0, rows, cf_logprobs.index_select(-1, partners))
     if mode != "max":
         if swapped:  # outside the gendered columns P̃ = S, so perturb(P, S) there
-            if inplace and (mode == "mean" or 0.0 < lam < 1.0):
-                mix_segments_inplace(out, list(cf_logprobs), rows.tolist(), [0] * rows.numel(), mode, lam)
-            else:
-                out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
+            out.index_copy_(0, rows, perturb_log_probs(logprobs.index_select(0, rows), cf_logprobs, mode, lam))
         out.index_copy_(-1, gendered, perturb_log_probs(p_g, src_g, mode, lam))
         return out
     top_g = torch.maximum(p_g, src_g)
@@ -98,6 +98,11 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
     return out.sub_(log_z)
 
 
+def mixes_in_place(mode: str, lam: float) -> bool:
+    """Whether :func:`mix_segments_inplace` handles ``mode``: ``mean``, or ``interpolate`` with 0 < λ < 1."""
+    return mode == "mean" or (mode == "interpolate" and 0.0 < lam < 1.0)
+
+
 def mix_segments_inplace(out: torch.Tensor, segments: list[torch.Tensor], rows: list[int], starts: list[int],
                          mode: str, lam: float = 0.5) -> None:
     """``out[r, s:] = perturb(out[r, s:], segment)`` for each swapped row ``r`` from position ``s`` on, in place.
@@ -107,13 +112,13 @@ def mix_segments_inplace(out: torch.Tensor, segments: list[torch.Tensor], rows: 
     Rows of ``out`` are contiguous slices: no gather of the swapped rows, no new ``[k, T, V]`` tensor, no
     scatter back. ``mean`` or ``interpolate`` with 0 < λ < 1 only; the segments are overwritten.
     """
-    if mode == "mean":
-        shift_p, shift_cf, shift_out = 0.0, 0.0, -math.log(2.0)
-    elif mode == "interpolate" and 0.0 < lam < 1.0:
-        shift_p, shift_cf, shift_out = math.log1p(-lam), math.log(lam), 0.0
-    else:
+    if not mixes_in_place(mode, lam):
         raise ValueError(f"mix_segments_inplace handles mean and interpolate with 0 < lambda < 1, not {mode} "
                          f"(lambda {lam}).")
+    if mode == "mean":
+        shift_p, shift_cf, shift_out = 0.0, 0.0, -math.log(2.0)
+    else:
+        shift_p, shift_cf, shift_out = math.log1p(-lam), math.log(lam), 0.0
     for seg, r, start in zip(segments, rows, starts):
         row = out[r, start:]
         if shift_p:

@@ -9,21 +9,19 @@ batch (``torch.cat``) so the teacher runs once.
 
 A swapped row of x̃ shares its prefix with x up to its first swapped token, so there the teacher's outputs on
 x̃ *are* P. When the teacher splits into a body and an output layer
-(:func:`distill.teacher_head.split_output_layer`), the
-vocabulary-wide work on x̃ (output layer, log-softmax, mixing) is done only from each row's first swapped
-position on, and the temperature divides the hidden states instead of the logits (``mean`` and
-``interpolate``; ``max`` renormalises whole rows and takes the full path).
+(:func:`distill.teacher_head.split_output_layer`), the vocabulary-wide work on x̃ (output layer, log-softmax,
+mixing) is done only from each row's first swapped position on, and the temperature divides the hidden states
+instead of the logits (``mean`` and ``interpolate``; ``max`` renormalises whole rows and takes the full path).
 """
 
 from __future__ import annotations
 
 import torch
-
 from torch import nn
 
 from ..losses import teacher_log_probs
 from ..teacher_head import output_log_probs
-from .perturbation import perturb_swapped_rows, perturb_swapped_segments
+from .perturbation import mixes_in_place, perturb_swapped_rows, perturb_swapped_segments
 from .token_pairs import TokenSwapper
 
 
@@ -50,19 +48,18 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
     if n_swapped:
         batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
                  for k, v in model_inputs.items()}
-    if split is not None and (mode == "mean" or (mode == "interpolate" and 0.0 < lam < 1.0)):
+    if split is not None and mixes_in_place(mode, lam):
         body, head = split
         out = body(**batch, output_hidden_states=need_hidden)
         states = out.last_hidden_state
         logprobs = output_log_probs(head, states[:batch_size], temperature)
-        rows_list = rows.tolist()
         starts = differs.index_select(0, rows).int().argmax(-1).tolist()  # first swapped position of each row
         suffix = [states[batch_size + j, start:] for j, start in enumerate(starts)]
         segments = []
         if suffix:
             segments = list(output_log_probs(head, torch.cat(suffix), temperature)
                             .split([len(h) for h in suffix]))
-        targets = perturb_swapped_segments(logprobs, segments, rows_list, starts, swapper.perm,
+        targets = perturb_swapped_segments(logprobs, segments, rows.tolist(), starts, swapper.perm,
                                            swapper.gendered_ids, mode, lam)
     else:
         out = teacher(**batch, output_hidden_states=need_hidden)
