@@ -48,18 +48,24 @@ def _brute_force(model, ids, mask, pos, layout):
     return params, grads, norms
 
 
+def _fast_clip(model, ids, mask, pos, layout, C):
+    """The book-keeping clipper on one batch: (norms, factors, clipped sum by parameter id)."""
+    clipper = BookKeepingClipper(model)
+    summed = {}
+    with clipper.capture():
+        loss = _row_loss(model, ids, mask, pos)
+    norms, factors = clipper.clip_and_accumulate(loss, layout, C, summed)
+    return norms, factors, summed
+
+
 @pytest.mark.parametrize("record_ids", [None, [0, 1, 1, 2, 3, 3]], ids=["rows", "record+counterfactual"])
 @pytest.mark.parametrize("n_embd", [32, 8], ids=["direct", "ghost-norm"])
 def test_fast_norms_and_clipped_sum_match_brute_force(record_ids, n_embd):
     model = _model(n_embd=n_embd)
     ids, mask, pos = _batch()
     layout = RecordLayout(None if record_ids is None else torch.tensor(record_ids), ids.shape[0])
-    clipper = BookKeepingClipper(model)
-    summed = {}
     C = 0.5
-    with clipper.capture():
-        loss = _row_loss(model, ids, mask, pos)
-    norms, factors = clipper.clip_and_accumulate(loss, layout, C, summed)
+    norms, factors, summed = _fast_clip(model, ids, mask, pos, layout, C)
     params, grads, ref_norms = _brute_force(model, ids, mask, pos, layout)
     assert norms.shape == (layout.num_records,)
     torch.testing.assert_close(norms.double(), ref_norms, rtol=1e-4, atol=1e-6)
@@ -78,12 +84,8 @@ def test_record_with_counterfactual_is_clipped_as_one_unit():
     model = _model()
     ids, mask, pos = _batch(B=4)
     layout = RecordLayout(torch.tensor([7, 7, 9, 9]))  # two records, each with a counterfactual row
-    clipper = BookKeepingClipper(model)
-    summed = {}
     C = 0.1
-    with clipper.capture():
-        loss = _row_loss(model, ids, mask, pos)
-    norms, factors = clipper.clip_and_accumulate(loss, layout, C, summed)
+    norms, factors, summed = _fast_clip(model, ids, mask, pos, layout, C)
     params, grads, ref = _brute_force(model, ids, mask, pos, layout)
     assert layout.num_records == 2
     torch.testing.assert_close(norms.double(), ref, rtol=1e-4, atol=1e-6)
