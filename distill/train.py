@@ -8,7 +8,8 @@ import os
 import shutil
 import tempfile
 
-from .checkpoints import CheckpointCompleteCallback, check_not_finished, is_complete, last_complete_checkpoint
+from .checkpoints import (CheckpointCompleteCallback, check_not_finished, is_complete, last_complete_checkpoint,
+                          read_trainer_state)
 from .config import DistillationConfig
 from .data import prepare_datasets
 from .errors import ConfigError
@@ -28,7 +29,9 @@ def check_output_dir(args: DistillationConfig) -> None:
         return
     if os.path.isdir(out) and os.listdir(out):
         last = last_complete_checkpoint(out)
-        hint = (f" To continue that run, pass --resume_from_checkpoint latest ({last})." if last else "")
+        state = (read_trainer_state(last) or {}) if last else {}
+        unfinished = last and state.get("global_step", 0) < state.get("max_steps", 0)
+        hint = f" To continue that run, pass --resume_from_checkpoint latest ({last})." if unfinished else ""
         raise ConfigError(
             f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
             "Otherwise choose a new --output_dir, or pass --overwrite_output_dir true."

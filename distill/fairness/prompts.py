@@ -9,6 +9,8 @@
   ``{"group": {"entity": ["prompt", ...]}}`` (e.g. ``profession_prompt.json``, ``gender_prompt.json``).
   The group is the unit of the per-group table; groups named after one gender (``American_actors``,
   ``American_actresses``) give gendered-subject prompts.
+  BOLD's ``wikipedia/*_wiki.json`` files share this format but hold whole sentences; they are refused
+  (:func:`looks_like_sentences`), since a model asked to continue a finished sentence measures nothing.
 * ``FILE.txt`` (one prompt a line) or ``FILE.jsonl`` (``{"prompt": ..., "group": ..., "gender": ...}``,
   only ``prompt`` required).
 """
