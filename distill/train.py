@@ -31,10 +31,11 @@ def check_output_dir(args: DistillationConfig) -> None:
         last = last_complete_checkpoint(out)
         state = (read_trainer_state(last) or {}) if last else {}
         unfinished = last and state.get("global_step", 0) < state.get("max_steps", 0)
-        hint = f" To continue that run, pass --resume_from_checkpoint latest ({last})." if unfinished else ""
+        hint = (f" To continue that run, pass --resume_from_checkpoint latest ({last}); otherwise choose"
+                if unfinished else " Choose")
         raise ConfigError(
             f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
-            "Otherwise choose a new --output_dir, or pass --overwrite_output_dir true."
+            "a new --output_dir, or pass --overwrite_output_dir true."
         )
 
 
