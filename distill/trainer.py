@@ -148,6 +148,7 @@ class DistillationTrainer(Trainer):
         self.token_permutation = self.token_swapper.perm
 
     def _set_signature_columns_if_needed(self) -> None:
+        # private Trainer hook (no public way to keep extra columns): tested with transformers 5.24
         super()._set_signature_columns_if_needed()
         extra = [c for c in ("labels", "cf_input_ids", "record_id") if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
@@ -158,7 +159,7 @@ class DistillationTrainer(Trainer):
     def get_train_dataloader(self):
         if self.privacy is None:
             return super().get_train_dataloader()
-        # Trainer._remove_unused_columns is private API (tested against the pinned transformers version)
+        # Trainer._remove_unused_columns is private API (tested with transformers 5.24)
         dataset = self._remove_unused_columns(self.train_dataset, description="training") \
             if self.train_dataset is not None else None
         return self.privacy.dataloader(
@@ -334,6 +335,7 @@ class DistillationTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Checkpoints (optimizer, scheduler and RNG states) are never uploaded."""
+        # private Trainer hook, overridden to do nothing: tested with transformers 5.24
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
@@ -357,7 +359,8 @@ class DistillationTrainer(Trainer):
         os.makedirs(out, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
         try:
-            self.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors; no Trainer Hub push
+            # _internal_call (private argument): no Trainer Hub push; tested with transformers 5.24
+            self.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors
             self.args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
             for name in os.listdir(tmp):
                 if name == "training_args.bin":  # pickle; the YAML config replaces it

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from conftest import REPO  # noqa: F401  (tests/ on sys.path)
 from mp_helpers.launch import accelerate_launch
 
 EVAL = ["--prompts", "builtin", "--occupations", "nurse,plumber,teacher,carpenter,secretary",
@@ -53,8 +52,11 @@ def test_distill_evaluate_on_two_processes_equals_one_process(tmp_path, tiny_tea
         assert res.stdout.count("Wrote ") == 1  # the main process alone writes and prints
         a = json.loads((one / "fairness.json").read_text())
         b = json.loads((two / "fairness.json").read_text())
-        assert [g["text"] for g in a["generations"]] == [g["text"] for g in b["generations"]]
-        assert a["generations"] and a["cooccurrence_bias_mean_abs"] is not None
+        gens = [[json.loads(line) for line in (d / "generations.jsonl").read_text().splitlines()] for d in (one, two)]
+        samples = 1 if mode == ["--greedy"] else 2
+        assert len(gens[0]) == a["num_prompts"] * samples and a["num_prompts"] >= 10
+        assert gens[0] == gens[1]
+        assert a["cooccurrence_bias_mean_abs"] is not None
         for key in ("cooccurrence_bias_mean_abs", "mean_parity", "min_parity"):
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
         for ra, rb in zip(a["per_profession"], b["per_profession"], strict=True):

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from conftest import REPO  # noqa: F401  (tests/ on sys.path)
 from mp_helpers.launch import accelerate_launch
 
 COMMON = ["-m", "distill", "train", "--config", "configs/tiny-dp.yaml", "--eval_on_start", "false",
@@ -67,7 +66,7 @@ def test_two_processes_one_record_each_run_to_the_end_with_fairness_eval(tmp_pat
     with_parts = [h for h in train_logs if "loss_kd" in h]
     assert len(with_parts) >= steps // 2 and all("loss_lm" in h for h in with_parts)
     fairness_logs = [h for h in state["log_history"] if "fairness/cooccurrence_bias_mean_abs" in h]
-    assert [h["step"] for h in fairness_logs] == [12, 24]
+    assert sorted({h["step"] for h in fairness_logs}) == [12, 24]  # (run_training evaluates once more at the end)
     privacy = json.loads((out / "privacy.json").read_text())
     assert privacy["steps"] == steps and privacy["expected_batch_size"] == 2
     report = json.loads((out / "fairness.json").read_text())

@@ -57,9 +57,9 @@ def run(args, extra) -> int:
                                   args.max_prompts_per_group)
     else:
         prompts = load_prompts(args.prompts, args.max_prompts_per_group)
-    from accelerate import PartialState
+    from ..fairness.sharding import process_state
 
-    state = PartialState()  # under `accelerate launch` each process evaluates its share of the prompts
+    state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
     device = torch.device(args.device) if args.device else state.device
     model = load_causal_lm(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            allow_pickle=args.allow_pickle).to(device)

@@ -17,9 +17,20 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+
+
+def process_state():
+    """accelerate's ``PartialState`` of this process: under ``accelerate launch`` it joins the process group
+    (gloo on a machine without an accelerator, which accelerate only does when told ``cpu=True``)."""
+    from accelerate import PartialState
+
+    accel = getattr(torch, "accelerator", None)
+    has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
+    return PartialState(cpu=not has_accelerator)
 
 
 def process_split(enabled: bool = True) -> tuple[int, int]:
@@ -28,9 +39,7 @@ def process_split(enabled: bool = True) -> tuple[int, int]:
     if not enabled:
         return 0, 1
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        from accelerate import PartialState
-
-        PartialState()  # initialises the process group of an `accelerate launch` run
+        process_state()
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1

@@ -1,8 +1,8 @@
 """Run by tests/test_privacy_multiprocess.py, in 1 process or under `accelerate launch` (2 processes).
 
-Trains a tiny DP student with σ = 0 (dropout off) and saves, on the main process, the noisy-free gradient
+Trains a tiny DP student with σ = 0 (dropout off) and saves, on the main process, the noise-free gradient
 ``(Σ clipped per-record gradients) / expected batch`` of every trainable parameter at every step; then a
-second short run with σ = 1 and saves its ``privacy.json`` ε. Usage:
+second short run with σ = 1 and saves its ε. Poisson draws are fixed by `fixed_poisson_draws`. Usage:
 ``dp_step.py TEACHER_DIR OUT_DIR PER_DEVICE ACCUM``.
 """
 
@@ -15,7 +15,15 @@ from torch import nn
 from transformers import TrainerCallback
 
 from distill.config import DistillationConfig
+from distill.privacy.sampling import RecordBatchSampler
 from distill.train import build_trainer
+
+
+def fixed_poisson_draws(self):
+    """The same Poisson draws (rate q) in every run and process, whatever generator the sampler uses."""
+    g = torch.Generator().manual_seed(1234 + self.epoch)
+    for _ in range(self.steps_per_epoch):
+        yield (torch.rand(len(self.records), generator=g) < self.sample_rate).nonzero().flatten().tolist()
 
 
 class GradCapture(TrainerCallback):
@@ -38,7 +46,15 @@ def config(teacher, out, per_device, accum, **kw):
 
 
 def main(teacher, out, per_device, accum):
-    per_device, accum = int(per_device), int(accum)
+    original = RecordBatchSampler.logical_batches
+    RecordBatchSampler.logical_batches = fixed_poisson_draws
+    try:
+        run(teacher, out, int(per_device), int(accum))
+    finally:
+        RecordBatchSampler.logical_batches = original
+
+
+def run(teacher, out, per_device, accum):
     trainer = build_trainer(config(teacher, os.path.join(out, "sigma0"), per_device, accum, dp_noise_multiplier=0.0))
     for m in trainer.model.modules():
         if isinstance(m, nn.Dropout):
