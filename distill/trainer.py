@@ -101,6 +101,7 @@ class DistillationTrainer(Trainer):
                                   else ("deepspeed", getattr(plugin, "zero_stage", None)))
         # training metrics: name -> (Σ value × rows, Σ rows) on this process, reduced in `log`
         self._metric_totals: dict[str, tuple[torch.Tensor, int]] = {}
+        self._unlogged: set[str] = set()
         self._metric_names: list[str] = [name for name, on in (
             ("loss_kd", args.alpha_kd > 0), ("loss_lm", args.alpha_lm > 0), ("loss_cos", args.alpha_cos > 0),
             ("crr_swapped_share", args.perturbation != "none" and args.alpha_kd > 0)) if on]
@@ -273,6 +274,12 @@ class DistillationTrainer(Trainer):
             return
         for name, value in parts.items():
             if name not in self._metric_names:
+                if self.accelerator.num_processes > 1:  # every process must reduce the same names: fixed at init
+                    if name not in self._unlogged:
+                        logger.warning("Loss component %s is not logged with several processes (the logged names "
+                                       "are fixed at start-up).", name)
+                        self._unlogged.add(name)
+                    continue
                 self._metric_names.append(name)
             total, count = self._metric_totals.get(name, (0.0, 0))
             self._metric_totals[name] = (total + value.detach().float() * rows, count + rows)

@@ -57,8 +57,8 @@ def test_distill_evaluate_on_two_processes_equals_one_process(tmp_path, tiny_tea
         assert len(gens[0]) == a["num_prompts"] * samples and a["num_prompts"] >= 10
         assert gens[0] == gens[1]
         assert a["cooccurrence_bias_mean_abs"] is not None
-        for key in ("cooccurrence_bias_mean_abs", "mean_parity", "min_parity"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
+        for key in ("cooccurrence_bias_mean_abs", "mean_parity", "min_parity"):  # parity: None if no gendered word
+            assert b[key] == (None if a[key] is None else pytest.approx(a[key], rel=1e-5, abs=1e-7)), key
         for ra, rb in zip(a["per_profession"], b["per_profession"], strict=True):
             bias_a, bias_b = ra.pop("cooccurrence_bias"), rb.pop("cooccurrence_bias")
             assert bias_b == pytest.approx(bias_a, rel=1e-5, abs=1e-7)
