@@ -58,7 +58,10 @@ def run(args, extra) -> int:
                                   args.max_prompts_per_group)
     else:
         prompts = load_prompts(args.prompts, args.max_prompts_per_group)
-    device = resolve_device(args.device)
+    from ..fairness.sharding import process_state
+
+    state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
+    device = resolve_device(args.device) if args.device else state.device
     model = load_causal_lm(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            allow_pickle=args.allow_pickle).to(device)
     tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
@@ -68,6 +71,8 @@ def run(args, extra) -> int:
         do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, classifier=args.classifier, model_name=args.model, progress=not args.quiet,
         max_prompts_per_group=args.max_prompts_per_group)
+    if not state.is_main_process:  # the main process alone writes and prints
+        return 0
     remove_files(args.out, previous)  # --overwrite: no file of the previous report survives next to this one
     paths = write_report(report, args.out, plot=not args.no_plot)
     print(format_table(report))
