@@ -33,11 +33,14 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..errors import ConfigError
-from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within
+from .accounting import (PrivacyAccountant, accounted_sample_rate, calibrate_noise, compute_epsilon, describe_noise,
+                         max_steps_within, resolve_delta)
 from .bookkeeping import BookKeepingClipper
+from .disclosure import disclosure, strict_json
 from .loss import per_row_distillation_loss
 from .noise import privatize
 from .opacus_modes import OpacusGhostClipper, OpacusHooksClipper
+from .randomness import DPRandomness
 from .records import RecordLayout, record_rows
 from .sampling import EmptyBatchCollator, RecordBatchSampler, RecordDataLoader
 
@@ -66,6 +69,8 @@ class PrivacyParams:
     target_epsilon: float | None = None
     max_steps_in_budget: int | None = None
     planned_epsilon: float = field(default=0.0)
+    accounted_sample_rate: float | None = None  # q, or 1 without Poisson sampling (no amplification claimed)
+    noise_note: str | None = None  # what a weak budget's noise means
 
 
 def freeze_embeddings(model: nn.Module) -> list[str]:
@@ -102,6 +107,8 @@ class PrivacyEngine:
         else:
             self.clipper = OpacusGhostClipper(model, args.dp_max_grad_norm)
         self.summed: dict[int, torch.Tensor] = {}
+        # secret noise and sample (distill.privacy.randomness); `seed` governs only init, dropout, CDA
+        self.randomness = DPRandomness(reproducible=args.dp_reproducible, seed=args.seed)
         self.params_resolved: PrivacyParams | None = None
         self.accountant: PrivacyAccountant | None = None
         self._resume_state: dict | None = None
@@ -123,7 +130,7 @@ class PrivacyEngine:
         p = self.resolve(len(records), world)
         sampler = RecordBatchSampler(records, sample_rate=p.sample_rate, steps_per_epoch=p.steps_per_epoch,
                                      micro_batches=args.gradient_accumulation_steps, num_processes=world,
-                                     process_index=rank, seed=args.data_seed if args.data_seed is not None else args.seed,
+                                     process_index=rank, seed=self.randomness.sampling_seed(),
                                      poisson=p.poisson_sampling, batch_records=p.expected_batch_size)
         dataset = trainer._remove_unused_columns(dataset, description="training")
         return RecordDataLoader(dataset, batch_sampler=sampler, collate_fn=EmptyBatchCollator(trainer.data_collator),
@@ -141,11 +148,12 @@ class PrivacyEngine:
         q = batch / num_records
         steps_per_epoch = int(1 / q) if args.dp_poisson_sampling else num_records // batch
         planned = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-        delta = args.dp_delta if args.dp_delta is not None else 1.0 / num_records
+        delta = resolve_delta(args.dp_delta, num_records, args.dp_allow_large_delta)
+        q_acc = accounted_sample_rate(q, args.dp_poisson_sampling)
         if args.dp_noise_multiplier is not None:
             sigma = float(args.dp_noise_multiplier)
         else:
-            sigma = calibrate_noise(args.dp_target_epsilon, delta, q, planned, args.dp_accountant)
+            sigma = calibrate_noise(args.dp_target_epsilon, delta, q_acc, planned, args.dp_accountant)
         if sigma == 0 and args.dp_target_epsilon is not None:
             raise ConfigError("dp_noise_multiplier 0 gives no privacy (ε = ∞) and cannot meet dp_target_epsilon.")
         if self.accountant is None or self._resume_state is not None:  # a second train() call continues
@@ -157,7 +165,7 @@ class PrivacyEngine:
             raise ConfigError(f"dp_delta changed from {self.accountant.delta} to {delta} within one run.")
         budget = None
         if args.dp_target_epsilon is not None:
-            remaining = max_steps_within(args.dp_target_epsilon, sigma, q, delta, args.dp_accountant,
+            remaining = max_steps_within(args.dp_target_epsilon, sigma, q_acc, delta, args.dp_accountant,
                                          done_history=self.accountant.history) if sigma > 0 else 0
             budget = self.accountant.steps + remaining
             if remaining == 0:
@@ -170,13 +178,17 @@ class PrivacyEngine:
                 logger.warning("DP budget: ε would exceed %.4g after step %d; training will stop there (of %d planned).",
                                args.dp_target_epsilon, budget, planned)
             self.stop_at_step = budget
-        planned_eps = compute_epsilon(sigma, q, min(planned, budget or planned), delta, args.dp_accountant) \
+        planned_eps = compute_epsilon(sigma, q_acc, min(planned, budget or planned), delta, args.dp_accountant) \
             if sigma > 0 else float("inf")
+        noise_note = describe_noise(sigma, args.dp_max_grad_norm, batch, planned_eps)
+        if noise_note:
+            logger.warning("DP budget: %s", noise_note)
         self.params_resolved = PrivacyParams(
             num_records=num_records, expected_batch_size=batch, sample_rate=q, steps_per_epoch=steps_per_epoch,
             planned_steps=planned, noise_multiplier=sigma, max_grad_norm=args.dp_max_grad_norm, delta=delta,
             accountant=args.dp_accountant, mode=args.dp_mode, poisson_sampling=args.dp_poisson_sampling,
             target_epsilon=args.dp_target_epsilon, max_steps_in_budget=budget, planned_epsilon=planned_eps,
+            accounted_sample_rate=q_acc, noise_note=noise_note,
         )
         logger.info("DP-SGD: %s", self.params_resolved)
         return self.params_resolved
@@ -217,8 +229,9 @@ class PrivacyEngine:
         """Close a logical step: one noise draw for the global clipped sum, then account for it."""
         p = self.params_resolved
         privatize(self.params, self.summed, noise_std=p.noise_multiplier * p.max_grad_norm,
-                  expected_batch_size=p.expected_batch_size)
-        self.accountant.step(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate)
+                  expected_batch_size=p.expected_batch_size,
+                  generator=self.randomness.noise_generator(self.params[0].device))
+        self.accountant.step(noise_multiplier=p.noise_multiplier, sample_rate=p.accounted_sample_rate)
 
     def training_step(self, trainer, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None):
         model.train()
@@ -246,16 +259,19 @@ class PrivacyEngine:
                "max_grad_norm": p.max_grad_norm, "sample_rate": p.sample_rate, "steps": self.accountant.steps,
                "accountant": p.accountant, "mode": p.mode, "poisson_sampling": p.poisson_sampling,
                "expected_batch_size": p.expected_batch_size, "num_records": p.num_records,
-               "target_epsilon": p.target_epsilon, "privacy_unit": "record (all rows sharing a record_id)",
-               "frozen_parameters": self.frozen, "stopped_early": self.stopped_reason,
+               "target_epsilon": p.target_epsilon, "stopped_early": self.stopped_reason,
                "history": [list(h) for h in self.accountant.history]}
-        return out
+        out.update(disclosure(frozen=self.frozen, student_source=self.args.student_model_name_or_path,
+                              teacher=self.args.teacher_model_name_or_path, poisson=p.poisson_sampling,
+                              sample_rate=p.sample_rate, randomness=self.randomness.describe(),
+                              noise_note=p.noise_note))
+        return strict_json(out)
 
     def write_summary(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, PRIVACY_FILENAME)
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            json.dump(self.summary(), fh, indent=2)
+            json.dump(self.summary(), fh, indent=2, allow_nan=False)
         os.replace(path + ".tmp", path)
         return path
 
