@@ -11,6 +11,7 @@ What it does, per logical step (``gradient_accumulation_steps × num_processes``
 3. the last micro-batch — the clipped sums of all processes are summed with one Gaussian draw
    ``N(0, σ²C²)`` and divided by the expected batch size (:mod:`distill.privacy.noise`); the accountant
    records the step (:mod:`distill.privacy.accounting`). The Trainer's optimizer then steps as usual.
+   Noise and sample are secret (:mod:`distill.privacy.randomness`), not derived from the public ``seed``.
 
 The student's embeddings (and a tied output layer) are frozen under DP: the student copies them from the
 public teacher, so they carry no private information, and freezing them removes the 50257-wide per-sample
