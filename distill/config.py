@@ -141,7 +141,18 @@ class DistillationConfig(TrainingArguments):
     dp_noise_multiplier: float | None = field(
         default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
     )
-    dp_delta: float | None = field(default=None, metadata={"help": "Delta (default: 1 / number of records)."})
+    dp_delta: float | None = field(
+        default=None, metadata={"help": "Delta (default: min(1e-5, 1/(N ln N)) for N records; must be < 1/N unless "
+                                "dp_allow_large_delta)."}
+    )
+    dp_allow_large_delta: bool = field(
+        default=False, metadata={"help": "Accept a dp_delta >= 1/N (a weak guarantee: off by default)."}
+    )
+    dp_reproducible: bool = field(
+        default=False, metadata={"help": "Derive the DP noise and record sampling from `seed` (tests/debugging only: "
+                                 "the guarantee then does not hold, and privacy.json and the model card say so). "
+                                 "Default: secret randomness from the OS."}
+    )
     dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
     dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
     dp_poisson_sampling: bool = field(
@@ -207,8 +218,6 @@ class DistillationConfig(TrainingArguments):
         if self.canary_repeats < 0:
             raise ConfigError(f"canary_repeats must be >= 0, got {self.canary_repeats}.")
         if self.dp_enabled:
-            if self.dp_max_grad_norm <= 0:
-                raise ConfigError(f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}.")
             if self.dp_target_epsilon is None and self.dp_noise_multiplier is None:
                 raise ConfigError(
                     "With dp_enabled, give dp_target_epsilon (noise calibrated to reach it), dp_noise_multiplier, "
@@ -225,12 +234,18 @@ class DistillationConfig(TrainingArguments):
                 raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
             # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
             self.max_grad_norm = 0.0
-            if self.dp_target_epsilon is not None and self.dp_target_epsilon <= 0:
-                raise ConfigError(f"dp_target_epsilon must be > 0, got {self.dp_target_epsilon}.")
-            if self.dp_noise_multiplier is not None and self.dp_noise_multiplier < 0:
-                raise ConfigError(f"dp_noise_multiplier must be >= 0, got {self.dp_noise_multiplier}.")
-            if self.dp_delta is not None and not 0 < self.dp_delta < 1:
-                raise ConfigError(f"dp_delta must be in (0, 1), got {self.dp_delta}.")
+        self._check_dp_numbers()
+
+    def _check_dp_numbers(self) -> None:
+        """The DP budget keys: finite numbers in range (nan / inf are errors, not budgets)."""
+        checks = (("dp_target_epsilon", lambda v: v > 0, "a finite number > 0 (e.g. 8)"),
+                  ("dp_noise_multiplier", lambda v: v >= 0, "a finite number >= 0 (e.g. 1.0)"),
+                  ("dp_delta", lambda v: 0 < v < 1, "a finite number in (0, 1), below 1/records"),
+                  ("dp_max_grad_norm", lambda v: v > 0, "a finite number > 0"))
+        for name, ok, what in checks:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise ConfigError(f"{name} must be {what}, got {value}.")
 
     # ---- (de)serialisation ----------------------------------------------------------------------------
     def distill_dict(self, only_non_default: bool = True) -> dict[str, Any]:
