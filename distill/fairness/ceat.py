@@ -81,9 +81,9 @@ def occupation_test(occupations: Sequence[str] | None = None) -> dict[str, Any]:
     male = [n for n in names if known[n].majority_gender == "male"]
     female = [n for n in names if known[n].majority_gender == "female"]
     k = min(len(male), len(female))
-    if k < 2:
-        raise DistillError("The CEAT occupations test needs at least 2 male-majority and 2 female-majority "
-                           "occupations.")
+    if k < 1:
+        raise DistillError("The CEAT occupations test needs at least one male-majority and one female-majority "
+                           "occupation.")
     data = ceat_data()
     return {"X": data["targets"]["male"], "Y": data["targets"]["female"],
             "A": sorted(male, key=lambda n: known[n].female_share)[:k],

@@ -12,7 +12,8 @@ _DESCRIPTION = """CrowS-Pairs-style gender minimal pairs scored by a causal LM: 
 _KWARGS_DESCRIPTION = """
 Args:
     stereotypical, anti_stereotypical (`list[str]`): the two sentences of each pair, e.g.
-    `distill.fairness.downstream.minimal_pair_items()`.
+    `distill.fairness.downstream.minimal_pair_items()` (its occupation / stereotypical_gender columns are
+    accepted and ignored).
     model, tokenizer; batch_size (`int`, 32); tie_tolerance (`float`, 1e-4 nats).
 Example:
     >>> evaluate.load(measurement_path("minimal_pairs")).compute(stereotypical=["The nurse said that she was late."],
@@ -32,7 +33,8 @@ class MinimalPairs(evaluate.Measurement):
         )
 
     def _compute(self, stereotypical, anti_stereotypical, model=None, tokenizer=None, batch_size=32,
-                 tie_tolerance=1e-4):
+                 tie_tolerance=1e-4, occupation=None, stereotypical_gender=None):
+        # occupation / stereotypical_gender: item metadata of minimal_pair_items(), not used in the score
         model, tokenizer = resolve_model_and_tokenizer(model, tokenizer)
         n = len(stereotypical)
         lp = sentence_logprobs(model, tokenizer, list(stereotypical) + list(anti_stereotypical), batch_size=batch_size)

@@ -11,7 +11,7 @@ _DESCRIPTION = """Winogender/WinoBias-style pronoun resolution scored by a causa
 
 _KWARGS_DESCRIPTION = """
 Args:
-    sentence, query, occupation, participant, gender ("male"/"female"), answer ("occupation"/"participant"),
+    sentence, query, occupation, participant, pronoun, gender ("male"/"female"), answer ("occupation"/"participant"),
     stereotype ("pro"/"anti"), female_share (percent): one value per item, e.g.
     `distill.fairness.downstream.pronoun_resolution_items()`.
     model, tokenizer: as for the other fair-distill measurements; batch_size (`int`, 32).
@@ -29,12 +29,12 @@ class PronounResolution(evaluate.Measurement):
         return evaluate.MeasurementInfo(
             module_type="measurement", description=_DESCRIPTION, citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({k: datasets.Value("string") for k in ("sentence", "query", "occupation", "participant", "gender", "answer", "stereotype")} | {"female_share": datasets.Value("float64")}),
+            features=datasets.Features({k: datasets.Value("string") for k in ("sentence", "query", "occupation", "participant", "pronoun", "gender", "answer", "stereotype")} | {"female_share": datasets.Value("float64")}),
         )
 
-    def _compute(self, sentence, query, occupation, participant, gender, answer, stereotype, female_share,
+    def _compute(self, sentence, query, occupation, participant, pronoun, gender, answer, stereotype, female_share,
                  model=None, tokenizer=None, batch_size=32):
         model, tokenizer = resolve_model_and_tokenizer(model, tokenizer)
         items = {"sentence": sentence, "query": query, "occupation": occupation, "participant": participant,
-                 "gender": gender, "answer": answer, "stereotype": stereotype, "female_share": female_share}
+                 "pronoun": pronoun, "gender": gender, "answer": answer, "stereotype": stereotype, "female_share": female_share}
         return pronoun_resolution_metrics(pronoun_resolution_scores(model, tokenizer, items, batch_size).tolist(), items)
