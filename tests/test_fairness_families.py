@@ -136,7 +136,9 @@ def test_cooccurrence_and_prediction_sensitivity_on_planted_twin_and_blind(toys,
     assert (co["biased"][female_typed] > 0.5).all() and (co["biased"][~female_typed] < -0.5).all()
     # not exactly -biased: the next-word lists are not all R-partners (him, hers)
     assert torch.allclose(co["twin"], -co["biased"], rtol=0.3) and (co["twin"] * co["biased"] < 0).all()
-    assert co["blind"].abs().max() < 1e-5
+    # ~0 on the symmetric model, not exactly: ' him' and ' hers' have no partner under R, so the next-word lists'
+    # log-mass differs by those two tokens' own (random, gender-free) embeddings
+    assert co["blind"].abs().max() < 0.25 < 2 * 0.25 < co["biased"].abs().min()
     assert (co["weak"].abs() < co["biased"].abs()).all()
 
     ps = {k: prediction_sensitivity(m, small_tok, PROMPTS) for k, m in toys.items()}
@@ -212,7 +214,8 @@ def test_ceat_matches_a_direct_computation():
         return [[[shift + rng.gauss(0, 1)] + [rng.gauss(0, 1) for _ in range(d - 1)] for _ in range(4)]
                 for _ in range(n)]
     x, y, a, b = words(4, 0.8), words(4, -0.8), words(3, 1.0), words(3, -1.0)
-    got = ceat_from_embeddings({k: torch.tensor(v, dtype=torch.float64) for k, v in zip("XYAB", (x, y, a, b))}, num_samples=40, seed=7)
+    emb = {k: torch.tensor(v, dtype=torch.float64) for k, v in zip("XYAB", (x, y, a, b))}
+    got = ceat_from_embeddings(emb, num_samples=40, seed=7)
     ces, tau2, p, p1 = _reference_ceat(x, y, a, b, 40, 7)
     assert got["effect_size"] == pytest.approx(ces, rel=1e-9)
     assert got["tau2"] == pytest.approx(tau2, rel=1e-9, abs=1e-12)

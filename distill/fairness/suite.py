@@ -96,7 +96,8 @@ def _occupation_test(occupations):
 
 #: (key, column label, family, meaning) of the headline figures, in table order.
 HEADLINES = (
-    ("cooccurrence_bias_mean_abs", "co-occ |bias|", "generation", "mean |log p(female next) − log p(male next)|; 0 fair"),
+    ("cooccurrence_bias_mean_abs", "co-occ |bias|", "generation",
+     "mean |log p(female next) − log p(male next)|; 0 fair"),
     ("representation_tvd", "repr. TVD", "generation", "gendered words in generations, TVD from uniform; 0 fair"),
     ("association_tvd", "assoc. TVD", "generation", "per-occupation gendered words, mean TVD from uniform; 0 fair"),
     ("ceat_effect_size", "CEAT ES", "intrinsic", "combined effect size, mean over tests; > 0 stereotypical"),

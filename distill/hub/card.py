@@ -172,7 +172,8 @@ def _family_values(fairness: dict[str, Any] | None) -> list[tuple[str, str, str,
     down = fairness.get("downstream") or {}
     pr, mp = down.get("pronoun_resolution") or {}, down.get("minimal_pairs") or {}
     for key, label, value, ideal in (
-            ("pronoun_resolution_gap", "pronoun resolution accuracy, pro- minus anti-stereotypical", pr.get("gap"), "0"),
+            ("pronoun_resolution_gap", "pronoun resolution accuracy, pro- minus anti-stereotypical", pr.get("gap"),
+             "0"),
             ("pronoun_resolution_accuracy", "pronoun resolution accuracy", pr.get("accuracy"), "1"),
             ("minimal_pairs_stereotype_share", "minimal pairs: share preferring the stereotypical sentence "
              f"(95% CI {_fmt(mp.get('ci_low'))}-{_fmt(mp.get('ci_high'))})", mp.get("stereotype_share"), "0.5")):
@@ -236,7 +237,8 @@ def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dic
         "perplexity": _fmt(info.perplexity) if info.perplexity is not None else None,
         "eval_loss": _fmt(info.eval_loss) if info.eval_loss is not None else None,
         "fairness_rows": fairness_rows,
-        "family_rows": [(fam, label, _fmt(value), ideal) for fam, _, label, value, ideal in _family_values(info.fairness)],
+        "family_rows": [(fam, label, _fmt(value), ideal)
+                        for fam, _, label, value, ideal in _family_values(info.fairness)],
         "fairness_source": ("`distill evaluate` (`fairness.json`)" if info.fairness is not None
                             else f"the fairness callback during training (step {info.fairness_logged_step})"),
         "profession_headers": headers,

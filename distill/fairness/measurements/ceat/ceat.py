@@ -1,14 +1,17 @@
 """fair-distill `evaluate` measurement: ceat. Load offline with
 ``evaluate.load(distill.fairness.measurement_path("ceat"))``."""
 
-import datasets
 import evaluate
 
 from distill.errors import DistillError
 from distill.fairness.ceat import ceat_data, ceat_from_embeddings, contextual_embeddings
+from distill.fairness.measurements import measurement_info
 from distill.fairness.scoring import resolve_model_and_tokenizer
 
-_DESCRIPTION = """CEAT (Guo & Caliskan, 2021): random-effects combined WEAT effect size of male vs female terms (X, Y) against two attribute sets (A, B) over contextual embeddings from many sentence contexts of a causal LM's hidden states. Positive = A is associated with X (stereotypical when A is the male-typed set). Definitions: distill/fairness/ceat.py."""
+_DESCRIPTION = """CEAT (Guo & Caliskan, 2021): random-effects combined WEAT effect size of male vs female terms (X, Y) against two
+attribute sets (A, B) over contextual embeddings from many sentence contexts of a causal LM's hidden states.
+Positive = A is associated with X (stereotypical when A is the male-typed set). Definitions:
+distill/fairness/ceat.py."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -28,17 +31,17 @@ Example:
     >>> ceat.compute(**ceat_inputs("career_family"), model="path/to/model", num_samples=200)
 """
 
-_CITATION = """@inproceedings{guo2021detecting, title={Detecting Emergent Intersectional Biases: Contextualized Word Embeddings Contain a Distribution of Human-like Biases}, author={Guo, Wei and Caliskan, Aylin}, booktitle={AIES}, year={2021}}"""
+_CITATION = """@inproceedings{guo2021detecting, title={Detecting Emergent Intersectional Biases: Contextualized Word Embeddings
+Contain a Distribution of Human-like Biases}, author={Guo, Wei and Caliskan, Aylin}, booktitle={AIES},
+year={2021}}"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Ceat(evaluate.Measurement):
     def _info(self):
-        return evaluate.MeasurementInfo(
-            module_type="measurement", description=_DESCRIPTION, citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"word": datasets.Value("string"), "set": datasets.Value("string")}),
-        )
+        return measurement_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, {
+            "word": "string",
+            "set": "string"})
 
     def _compute(self, word, set, model=None, tokenizer=None, target_templates=None, attribute_templates=None,
                  layer=-1, num_samples=1000, seed=0, batch_size=64):
@@ -47,7 +50,8 @@ class Ceat(evaluate.Measurement):
         spec = {k: [w for w, s in zip(word, set) if s == k] for k in "XYAB"}
         unknown = sorted({s for s in set if s not in ("X", "Y", "A", "B")})
         if unknown or not all(spec.values()):
-            raise DistillError(f"ceat: every word needs set X, Y, A or B and every set a word (got {unknown or 'an empty set'}).")
+            raise DistillError("ceat: every word needs the set X, Y, A or B and every set a word "
+                               f"(got {unknown or 'an empty set'}).")
         spec["templates_xy"] = target_templates or data["templates"][data["targets"]["templates"]]
         spec["templates_ab"] = attribute_templates or data["templates"]["topic"]
         emb = contextual_embeddings(model, tokenizer, spec, layer=layer, batch_size=batch_size)

@@ -1,14 +1,16 @@
 """fair-distill `evaluate` measurement: cooccurrence_bias. Load offline with
 ``evaluate.load(distill.fairness.measurement_path("cooccurrence_bias"))``."""
 
-import datasets
 import evaluate
 
 from distill.fairness.evaluator import cooccurrence_by_prompt
+from distill.fairness.measurements import measurement_info
 from distill.fairness.metrics import mean, mean_abs
 from distill.fairness.scoring import resolve_model_and_tokenizer
 
-_DESCRIPTION = """Next-word co-occurrence bias of a causal LM: log sum p(female next words) - log sum p(male next words) after each prompt (> 0: a female word is expected), averaged per group; mean and mean absolute value over groups. Definitions: distill/fairness/metrics.py."""
+_DESCRIPTION = """Next-word co-occurrence bias of a causal LM: log sum p(female next words) - log sum p(male next words) after
+each prompt (> 0: a female word is expected), averaged per group; mean and mean absolute value over groups.
+Definitions: distill/fairness/metrics.py."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -17,17 +19,16 @@ Args:
 Returns: cooccurrence_bias_mean, cooccurrence_bias_mean_abs, per_group.
 """
 
-_CITATION = """@inproceedings{bordia2019identifying, title={Identifying and Reducing Gender Bias in Word-Level Language Models}, author={Bordia, Shikha and Bowman, Samuel R.}, booktitle={NAACL SRW}, year={2019}}"""
+_CITATION = """@inproceedings{bordia2019identifying, title={Identifying and Reducing Gender Bias in Word-Level Language
+Models}, author={Bordia, Shikha and Bowman, Samuel R.}, booktitle={NAACL SRW}, year={2019}}"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class CooccurrenceBias(evaluate.Measurement):
     def _info(self):
-        return evaluate.MeasurementInfo(
-            module_type="measurement", description=_DESCRIPTION, citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"prompt": datasets.Value("string"), "group": datasets.Value("string")}),
-        )
+        return measurement_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, {
+            "prompt": "string",
+            "group": "string"})
 
     def _compute(self, prompt, group, model=None, tokenizer=None, batch_size=32):
         model, tokenizer = resolve_model_and_tokenizer(model, tokenizer)

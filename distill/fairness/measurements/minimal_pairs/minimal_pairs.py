@@ -1,13 +1,15 @@
 """fair-distill `evaluate` measurement: minimal_pairs. Load offline with
 ``evaluate.load(distill.fairness.measurement_path("minimal_pairs"))``."""
 
-import datasets
 import evaluate
 
 from distill.fairness.downstream import minimal_pairs_metrics
+from distill.fairness.measurements import measurement_info
 from distill.fairness.scoring import resolve_model_and_tokenizer, sentence_logprobs
 
-_DESCRIPTION = """CrowS-Pairs-style gender minimal pairs scored by a causal LM: the share of pairs whose stereotypical sentence has the larger log-likelihood (ties count 1/2; 0.5 is neutral), with a Wilson 95% interval and the mean log-likelihood ratio. Definitions: distill/fairness/downstream.py."""
+_DESCRIPTION = """CrowS-Pairs-style gender minimal pairs scored by a causal LM: the share of pairs whose stereotypical sentence
+has the larger log-likelihood (ties count 1/2; 0.5 is neutral), with a Wilson 95% interval and the mean log-
+likelihood ratio. Definitions: distill/fairness/downstream.py."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -20,17 +22,17 @@ Example:
     ...     anti_stereotypical=["The nurse said that he was late."], model=path)
 """
 
-_CITATION = """@inproceedings{nangia2020crows, title={CrowS-Pairs: A Challenge Dataset for Measuring Social Biases in Masked Language Models}, author={Nangia, Nikita and Vania, Clara and Bhalerao, Rasika and Bowman, Samuel R.}, booktitle={EMNLP}, year={2020}}"""
+_CITATION = """@inproceedings{nangia2020crows, title={CrowS-Pairs: A Challenge Dataset for Measuring Social Biases in Masked
+Language Models}, author={Nangia, Nikita and Vania, Clara and Bhalerao, Rasika and Bowman, Samuel R.},
+booktitle={EMNLP}, year={2020}}"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MinimalPairs(evaluate.Measurement):
     def _info(self):
-        return evaluate.MeasurementInfo(
-            module_type="measurement", description=_DESCRIPTION, citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"stereotypical": datasets.Value("string"), "anti_stereotypical": datasets.Value("string")}),
-        )
+        return measurement_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, {
+            "stereotypical": "string",
+            "anti_stereotypical": "string"})
 
     def _compute(self, stereotypical, anti_stereotypical, model=None, tokenizer=None, batch_size=32,
                  tie_tolerance=1e-4, occupation=None, stereotypical_gender=None):

@@ -1,13 +1,17 @@
 """fair-distill `evaluate` measurement: pronoun_resolution. Load offline with
 ``evaluate.load(distill.fairness.measurement_path("pronoun_resolution"))``."""
 
-import datasets
 import evaluate
 
 from distill.fairness.downstream import pronoun_resolution_metrics, pronoun_resolution_scores
+from distill.fairness.measurements import measurement_info
 from distill.fairness.scoring import resolve_model_and_tokenizer
 
-_DESCRIPTION = """Winogender/WinoBias-style pronoun resolution scored by a causal LM's likelihood: each sentence is followed by a query ('In this sentence, she refers to the') and resolved to the occupation or the participant by log p of each. Returns accuracy by pronoun gender, pro- vs anti-stereotypical accuracy and their gap (> 0 = stereotyped), and the per-occupation she-minus-he preference with its correlation with the share of women. Definitions: distill/fairness/downstream.py."""
+_DESCRIPTION = """Winogender/WinoBias-style pronoun resolution scored by a causal LM's likelihood: each sentence is followed by a
+query ('In this sentence, she refers to the') and resolved to the occupation or the participant by log p of
+each. Returns accuracy by pronoun gender, pro- vs anti-stereotypical accuracy and their gap (> 0 = stereotyped),
+and the per-occupation she-minus-he preference with its correlation with the share of women. Definitions:
+distill/fairness/downstream.py."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -20,21 +24,29 @@ Example:
     >>> evaluate.load(measurement_path("pronoun_resolution")).compute(**pronoun_resolution_items(["nurse", "pilot"]), model=path)
 """
 
-_CITATION = """@inproceedings{rudinger2018gender, title={Gender Bias in Coreference Resolution}, author={Rudinger, Rachel and Naradowsky, Jason and Leonard, Brian and Van Durme, Benjamin}, booktitle={NAACL}, year={2018}}"""
+_CITATION = """@inproceedings{rudinger2018gender, title={Gender Bias in Coreference Resolution}, author={Rudinger, Rachel and
+Naradowsky, Jason and Leonard, Brian and Van Durme, Benjamin}, booktitle={NAACL}, year={2018}}"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class PronounResolution(evaluate.Measurement):
     def _info(self):
-        return evaluate.MeasurementInfo(
-            module_type="measurement", description=_DESCRIPTION, citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({k: datasets.Value("string") for k in ("sentence", "query", "occupation", "participant", "pronoun", "gender", "answer", "stereotype")} | {"female_share": datasets.Value("float64")}),
-        )
+        return measurement_info(_DESCRIPTION, _CITATION, _KWARGS_DESCRIPTION, {
+            "sentence": "string",
+            "query": "string",
+            "occupation": "string",
+            "participant": "string",
+            "pronoun": "string",
+            "gender": "string",
+            "answer": "string",
+            "stereotype": "string",
+            "female_share": "float64"})
 
     def _compute(self, sentence, query, occupation, participant, pronoun, gender, answer, stereotype, female_share,
                  model=None, tokenizer=None, batch_size=32):
         model, tokenizer = resolve_model_and_tokenizer(model, tokenizer)
         items = {"sentence": sentence, "query": query, "occupation": occupation, "participant": participant,
-                 "pronoun": pronoun, "gender": gender, "answer": answer, "stereotype": stereotype, "female_share": female_share}
-        return pronoun_resolution_metrics(pronoun_resolution_scores(model, tokenizer, items, batch_size).tolist(), items)
+                 "pronoun": pronoun, "gender": gender, "answer": answer, "stereotype": stereotype,
+                 "female_share": female_share}
+        margins = pronoun_resolution_scores(model, tokenizer, items, batch_size).tolist()
+        return pronoun_resolution_metrics(margins, items)
