@@ -88,9 +88,12 @@ def run(args, extra) -> int:
         prompts = builtin_prompts(occupations, args.max_prompts_per_group)
     else:
         prompts = load_prompts(args.prompts, args.max_prompts_per_group)
+    from ..fairness.sharding import process_state
+
+    state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
     if args.tokenizer and len(args.model) > 1:
         raise DistillError("--tokenizer applies to one model: compare several models with their own tokenizers.")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(args.device) if args.device else state.device
     several = len(args.model) > 1
     taken: set[str] = set()
     reports = []
@@ -103,9 +106,13 @@ def run(args, extra) -> int:
             metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
             ceat_tests=[t.strip() for t in args.ceat_tests.split(",") if t.strip()], layer=args.layer,
             ceat_samples=args.ceat_samples, seed=args.seed, batch_size=args.batch_size, model_name=name,
-            progress=not args.quiet, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-            do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            classifier=args.classifier)
+            progress=not args.quiet and state.is_main_process, num_samples=args.num_samples,
+            max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, classifier=args.classifier)
+        reports.append(report)
+        del model
+        if not state.is_main_process:  # the main process alone writes and prints
+            continue
         out = os.path.join(args.out, _subdir(name, taken)) if several else args.out
         paths = write_report(report, out, plot=not args.no_plot)
         if report.get("per_profession"):
@@ -114,8 +121,8 @@ def run(args, extra) -> int:
         if details:
             print(details)
         print("Wrote " + ", ".join(paths.values()) + "\n")
-        reports.append(report)
-        del model
+    if not state.is_main_process:
+        return 0
     print(format_suite_table(reports))
     if not args.no_plot:
         os.makedirs(args.out, exist_ok=True)
