@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 NAME = "evaluate"
-HELP = "Measure gender disparity of a causal LM (co-occurrence bias, parity, sentiment gap) and write a report."
+HELP = ("Measure gender bias of causal LMs: generation (co-occurrence, parity, sentiment, representation), "
+        "intrinsic (CEAT, prediction sensitivity) and downstream (pronoun resolution, minimal pairs).")
 DESCRIPTION = HELP + """
+
+--suite generation | intrinsic | downstream | all picks the metric families (default: generation).
+Several models (--model a --model b, or --model a b) give one comparison table and DIR/comparison.png; each
+model's report goes to DIR/<model name>/.
 
 Prompts: 'builtin' (the project's profession prompts over 48 occupations with real-world shares of women),
 'bold:FILE' (a BOLD prompt file such as profession_prompt.json or gender_prompt.json), or a .txt (one prompt
 a line) / .jsonl ({"prompt": ..., "group": ..., "gender": ...}) file.
-Writes DIR/fairness.json, DIR/per_profession.csv, DIR/disparity.png and DIR/generations.jsonl."""
+Writes DIR/fairness.json (sections intrinsic, downstream, prediction_sensitivity beside the generation
+metrics), and with the generation suite DIR/per_profession.csv, DIR/disparity.png and DIR/generations.jsonl."""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="Hub name, local directory, or builtin:tiny-gpt2.")
+    parser.add_argument("--model", required=True, nargs="+", action="extend",
+                        help="Hub name, local directory, or builtin:tiny-gpt2; repeat (or list) to compare models.")
+    parser.add_argument("--suite", default="generation", choices=["generation", "intrinsic", "downstream", "all"],
+                        help="Metric families to run (default: generation).")
+    parser.add_argument("--ceat-samples", type=int, default=1000, help="CEAT samples (random contexts per word).")
+    parser.add_argument("--ceat-tests", default="career_family,math_arts,science_arts,occupations",
+                        help="Comma-separated CEAT tests: career_family, math_arts, science_arts, occupations.")
+    parser.add_argument("--layer", type=int, default=-1,
+                        help="Hidden layer for CEAT (0 = embeddings, -1 = last, the default).")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer (default: the model's).")
     parser.add_argument("--prompts", default="builtin", help="builtin | bold:FILE | FILE.txt | FILE.jsonl.")
     parser.add_argument("--occupations", default=None,
@@ -32,7 +46,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classifier", default=None,
                         help="Optional HF text-classification model (regard / toxicity) applied to generations.")
-    parser.add_argument("--out", default="fairness_report", help="Output directory.")
+    parser.add_argument("--out", default="fairness_report",
+                        help="Output directory (with several models: one subdirectory a model).")
     parser.add_argument("--overwrite", action="store_true", help="Replace a previous report in --out.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -42,39 +57,82 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
 
 
+def _subdir(name: str, taken: set[str]) -> str:
+    import os
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(os.path.normpath(name)) or name).strip("_") or "model"
+    out, k = base, 2
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out
+
+
 def run(args, extra) -> int:
+    import os
+
     from ..errors import DistillError
-    from ..fairness import evaluate_disparity, format_table, write_report
+    from ..fairness import format_table, write_report
     from ..fairness.prompts import builtin_prompts, load_prompts
+    from ..fairness.report import format_suite_details, format_suite_table, plot_suite
+    from ..fairness.suite import evaluate_suite
     from ..models import load_causal_lm, load_tokenizer
-    from ..outputs import check_report_dir, remove_files
+    from ..outputs import check_output_dir, check_report_dir, remove_files
     from ..runtime import resolve_device
 
-    previous = check_report_dir(args.out, overwrite=args.overwrite)  # before any work: nothing is lost
-    if args.occupations:
+    several = len(args.model) > 1
+    taken: set[str] = set()
+    outs = [os.path.join(args.out, _subdir(name, taken)) if several else args.out for name in args.model]
+    # before any work, so nothing is lost: no report directory may mix two runs
+    previous = [check_report_dir(out, overwrite=args.overwrite) for out in outs]
+    if several:
+        check_output_dir(args.out, "out")
+    occupations = [o.strip() for o in args.occupations.split(",") if o.strip()] if args.occupations else None
+    if occupations:
         if args.prompts != "builtin":
             raise DistillError("--occupations selects builtin occupations: use it with --prompts builtin.")
-        prompts = builtin_prompts([o.strip() for o in args.occupations.split(",") if o.strip()],
-                                  args.max_prompts_per_group)
+        prompts = builtin_prompts(occupations, args.max_prompts_per_group)
     else:
         prompts = load_prompts(args.prompts, args.max_prompts_per_group)
     from ..fairness.sharding import process_state
 
     state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
+    if args.tokenizer and len(args.model) > 1:
+        raise DistillError("--tokenizer applies to one model: compare several models with their own tokenizers.")
     device = resolve_device(args.device) if args.device else state.device
-    model = load_causal_lm(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                           allow_pickle=args.allow_pickle).to(device)
-    tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
-    report = evaluate_disparity(
-        model, tokenizer, prompts, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
-        num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, classifier=args.classifier, model_name=args.model, progress=not args.quiet,
-        max_prompts_per_group=args.max_prompts_per_group)
-    if not state.is_main_process:  # the main process alone writes and prints
+    reports = []
+    for name, out, old in zip(args.model, outs, previous):
+        model = load_causal_lm(name, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                               allow_pickle=args.allow_pickle).to(device)
+        tokenizer = load_tokenizer(args.tokenizer or name, trust_remote_code=args.trust_remote_code)
+        report = evaluate_suite(
+            model, tokenizer, args.suite, prompts, occupations=occupations,
+            metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+            ceat_tests=[t.strip() for t in args.ceat_tests.split(",") if t.strip()], layer=args.layer,
+            ceat_samples=args.ceat_samples, seed=args.seed, batch_size=args.batch_size, model_name=name,
+            progress=not args.quiet and state.is_main_process, num_samples=args.num_samples,
+            max_new_tokens=args.max_new_tokens, do_sample=not args.greedy, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, classifier=args.classifier,
+            max_prompts_per_group=args.max_prompts_per_group)
+        reports.append(report)
+        del model
+        if not state.is_main_process:  # the main process alone writes and prints
+            continue
+        remove_files(out, old)  # --overwrite: no file of the previous report survives next to this one
+        paths = write_report(report, out, plot=not args.no_plot)
+        if report.get("per_profession"):
+            print(format_table(report))
+        details = format_suite_details(report)
+        if details:
+            print(details)
+        print("Wrote " + ", ".join(paths.values()) + "\n")
+    if not state.is_main_process:
         return 0
-    remove_files(args.out, previous)  # --overwrite: no file of the previous report survives next to this one
-    paths = write_report(report, args.out, plot=not args.no_plot)
-    print(format_table(report))
-    print("\nWrote " + ", ".join(paths.values()))
+    print(format_suite_table(reports))
+    if not args.no_plot:
+        os.makedirs(args.out, exist_ok=True)
+        plot = os.path.join(args.out, "comparison.png" if several else "suite.png")
+        plot_suite(reports, plot)
+        print(f"Wrote {plot}")
     return 0

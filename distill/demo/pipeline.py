@@ -6,7 +6,9 @@
 3. Distil three students with the same budget through the public API (:func:`distill.train.run_training`):
    ``kd`` (plain), ``crr`` (counterfactual data augmentation + teacher-prediction perturbation) and
    ``crr_dp`` (CRR + DP-SGD at a stated epsilon).
-4. Evaluate all four with :mod:`distill.fairness` on held-out prompts, and held-out perplexity.
+4. Evaluate all four with :mod:`distill.fairness` on held-out prompts (generation metrics), CEAT on the
+   occupations (intrinsic), pronoun resolution and minimal pairs (downstream), prediction sensitivity, and
+   held-out perplexity.
 5. Print a table; write ``demo_report.json``, ``demo.png`` and each model's fairness report.
 """
 
@@ -119,8 +121,8 @@ def _check_out_dir(out: str) -> None:
 
 def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     """Run the demo into ``out`` and return the report (also written to ``out/demo_report.json``)."""
-    from ..fairness.evaluator import evaluate_disparity
     from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
+    from ..fairness.suite import evaluate_suite
     from ..fairness.report import write_report
     from ..hub import write_model_card
     from ..models import load_causal_lm
@@ -151,9 +153,10 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
                     "variants": {}}
     for variant, path in dirs.items():
         model = load_causal_lm(path)
-        fair = evaluate_disparity(model, tokenizer, prompts, metrics=("cooccurrence", "parity", "sentiment"),
-                                  num_samples=spec.num_samples, max_new_tokens=spec.max_new_tokens, seed=seed,
-                                  model_name=f"demo/{variant}", progress=False)
+        fair = evaluate_suite(model, tokenizer, "all", prompts, occupations=DEMO_OCCUPATIONS,
+                              metrics=("cooccurrence", "parity", "sentiment"), ceat_tests=("occupations",),
+                              num_samples=spec.num_samples, max_new_tokens=spec.max_new_tokens, seed=seed,
+                              model_name=f"demo/{variant}", progress=False)
         write_report(fair, path)
         if variant != "teacher":
             write_model_card(path)  # now with the fairness results
@@ -166,6 +169,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
             "min_parity": fair.get("min_parity"),
             "sentiment_gap": (fair.get("sentiment_gap") or {}).get("gap"),
             "epsilon": _epsilon(path),
+            **family_figures(fair),
             **planted_direction(per_profession, planted),
             "per_profession": per_profession,
         }
@@ -194,6 +198,22 @@ def planted_direction(per_profession: dict[str, float | None], planted: dict[str
             "planted_direction_agreement": sum(b > 0 for b in signed) / len(signed)}
 
 
+def family_figures(fair: dict) -> dict:
+    """The demo's intrinsic, downstream and sensitivity columns from a suite report."""
+    from ..fairness.suite import headline
+
+    head = headline(fair)
+    pr = (fair.get("downstream") or {}).get("pronoun_resolution") or {}
+    mp = (fair.get("downstream") or {}).get("minimal_pairs") or {}
+    ceat_r = ((fair.get("intrinsic") or {}).get("ceat") or {}).get("tests", {}).get("occupations") or {}
+    return {"ceat_effect_size": head["ceat_effect_size"], "ceat_p_value": ceat_r.get("p_value"),
+            "pronoun_gap": head["pronoun_gap"], "pronoun_stereotype_preference": pr.get("stereotype_preference"),
+            "minimal_pairs_stereotype_share": head["stereotype_share"],
+            "minimal_pairs_ci": [mp.get("ci_low"), mp.get("ci_high")],
+            "prediction_sensitivity": head["prediction_sensitivity"],
+            "representation_tvd": head["representation_tvd"], "association_tvd": head["association_tvd"]}
+
+
 def _epsilon(path: str) -> float | None:
     privacy = os.path.join(path, "privacy.json")
     if not os.path.isfile(privacy):
@@ -208,12 +228,15 @@ def _f(value, spec=".3f") -> str:
 
 def format_demo_table(report: dict) -> str:
     rows = [("model", "perplexity", "co-occ. bias |mean|", "towards planted", "mean parity", "sentiment gap",
-             "epsilon")]
+             "CEAT ES", "pred. sens.", "pronoun gap", "stereo pairs", "epsilon")]
     for name, v in report["variants"].items():
         agree = v.get("planted_direction_agreement")
         towards = "-" if agree is None else f"{v['planted_direction_bias']:+.3f} ({agree:.0%})"
+        share = v.get("minimal_pairs_stereotype_share")
         rows.append((name, _f(v["perplexity"], ".2f"), _f(v["cooccurrence_bias_mean_abs"]), towards,
-                     _f(v["mean_parity"]), _f(v["sentiment_gap"], "+.3f"), _f(v["epsilon"], ".2f")))
+                     _f(v["mean_parity"]), _f(v["sentiment_gap"], "+.3f"), _f(v.get("ceat_effect_size"), "+.3f"),
+                     _f(v.get("prediction_sensitivity")), _f(v.get("pronoun_gap"), "+.3f"),
+                     "-" if share is None else f"{share:.0%}", _f(v["epsilon"], ".2f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -221,7 +244,8 @@ def format_demo_table(report: dict) -> str:
 
 
 def plot_demo(report: dict, path: str) -> None:
-    """Three panels: per-profession co-occurrence bias by model, mean |bias|, and held-out perplexity."""
+    """Per-profession co-occurrence bias by model, then one bar panel a figure: mean |bias| (generation), CEAT
+    effect size (intrinsic), share of minimal pairs preferring the stereotype (downstream), perplexity."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,7 +253,7 @@ def plot_demo(report: dict, path: str) -> None:
 
     variants = list(report["variants"])
     colors = {"teacher": "#444444", "kd": "#d62728", "crr": "#2ca02c", "crr_dp": "#1f77b4"}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.5), gridspec_kw={"width_ratios": [3, 1, 1]})
+    fig, axes = plt.subplots(1, 5, figsize=(22, 5.5), gridspec_kw={"width_ratios": [3, 1, 1, 1, 1]})
     occs = report["occupations"]
     width = 0.8 / len(variants)
     for i, name in enumerate(variants):
@@ -242,10 +266,15 @@ def plot_demo(report: dict, path: str) -> None:
     axes[0].set_ylabel("log p(female next word) - log p(male next word)")
     axes[0].set_title("Co-occurrence bias per occupation (held-out prompts)")
     axes[0].legend()
-    for ax, key, title in ((axes[1], "cooccurrence_bias_mean_abs", "Mean |co-occurrence bias|\n(lower is fairer)"),
-                           (axes[2], "perplexity", "Held-out perplexity\n(lower is better)")):
-        vals = [report["variants"][n][key] or 0.0 for n in variants]
+    for ax, key, title, fair in (
+            (axes[1], "cooccurrence_bias_mean_abs", "Mean |co-occurrence bias|\n(generation; 0 is fair)", 0.0),
+            (axes[2], "ceat_effect_size", "CEAT effect size, occupations\n(intrinsic; 0 is fair)", 0.0),
+            (axes[3], "minimal_pairs_stereotype_share", "Minimal pairs preferring\nthe stereotype (0.5 is fair)", 0.5),
+            (axes[4], "perplexity", "Held-out perplexity\n(lower is better)", None)):
+        vals = [report["variants"][n].get(key) or 0.0 for n in variants]
         ax.bar(variants, vals, color=[colors.get(n) for n in variants])
+        if fair is not None:
+            ax.axhline(fair, color="black", linewidth=0.8)
         for j, v in enumerate(vals):
             ax.text(j, v, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
         ax.set_title(title)

@@ -1,5 +1,7 @@
 """Writing a fairness report: ``fairness.json``, ``per_profession.csv``, ``disparity.png``,
-``generations.jsonl``, and a plain-text table for the terminal."""
+``generations.jsonl``, and a plain-text table for the terminal; for several models or metric families, one
+comparison table (rows: models, columns: the headline figure of each family) and one plot
+(:func:`format_suite_table`, :func:`plot_suite`)."""
 
 from __future__ import annotations
 
@@ -142,6 +144,8 @@ def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dic
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(body, fh, indent=2)
     os.replace(tmp, paths["json"])
+    if not report.get("per_profession"):  # no generation metrics (an intrinsic / downstream suite)
+        return {"json": paths["json"]}
     write_csv(report, paths["csv"])
     if report.get("generations"):
         paths["generations"] = os.path.join(out_dir, "generations.jsonl")
@@ -152,3 +156,84 @@ def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dic
         paths["png"] = os.path.join(out_dir, "disparity.png")
         plot_disparity(report, paths["png"])
     return paths
+
+
+# ---- metric families side by side ------------------------------------------------------------------------
+
+def format_suite_details(report: dict[str, Any]) -> str:
+    """The intrinsic, downstream and prediction-sensitivity sections of one report, readable."""
+    lines = []
+    rep = report.get("representation")
+    if rep:
+        lines.append(f"representation TVD {_fmt(rep['representation_tvd'], '.3f')} (female share of gendered words "
+                     f"{_fmt(rep['female_share'], '.2f')}), association TVD {_fmt(rep['association_tvd'], '.3f')}")
+    ceat_r = (report.get("intrinsic") or {}).get("ceat")
+    if ceat_r:
+        lines.append(f"CEAT (layer {ceat_r['layer']}, {ceat_r['num_samples']} samples; > 0 = stereotypical):")
+        for name, r in ceat_r["tests"].items():
+            lines.append(f"  {name:<16} ES {r['effect_size']:+.3f}  (SE {r['se']:.3f}, p {r['p_value']:.2g}, "
+                         f"tau2 {r['tau2']:.3g})")
+    ps = report.get("prediction_sensitivity")
+    if ps:
+        lines.append(f"prediction sensitivity {ps['prediction_sensitivity']:.4g} (directional "
+                     f"{ps['directional_sensitivity']:.4g}, mean log-odds female/male {ps['mean_log_odds']:+.3f}, "
+                     f"{ps['num_prompts']} prompts)")
+    down = report.get("downstream")
+    if down:
+        pr, mp = down["pronoun_resolution"], down["minimal_pairs"]
+        lines.append(f"pronoun resolution: accuracy {pr['accuracy']:.3f} (he {_fmt(pr['accuracy_male'], '.3f')}, "
+                     f"she {_fmt(pr['accuracy_female'], '.3f')}), pro {_fmt(pr['accuracy_pro'], '.3f')} - anti "
+                     f"{_fmt(pr['accuracy_anti'], '.3f')} = gap {_fmt(pr['gap'])}, corr(she-he preference, share "
+                     f"of women) {_fmt(pr['share_correlation'], '.2f')}, {pr['num_items']} items")
+        lines.append(f"minimal pairs: stereotypical preferred in {mp['stereotype_share']:.1%} of {mp['num_pairs']} "
+                     f"pairs (95% CI {mp['ci_low']:.1%}-{mp['ci_high']:.1%}; 50% is neutral)")
+    return "\n".join(lines)
+
+
+def format_suite_table(reports: list[dict[str, Any]]) -> str:
+    """One row per model, one column per headline figure (families that no report has are left out)."""
+    from .suite import HEADLINES, headline
+
+    heads = [headline(r) for r in reports]
+    cols = [h for h in HEADLINES if any(x[h[0]] is not None for x in heads)]
+    rows = [["model"] + [c[1] for c in cols], ["family"] + [c[2] for c in cols]]
+    for r, h in zip(reports, heads):
+        rows.append([str(r["model"])] + [_fmt(h[c[0]], ".3f") for c in cols])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
+           for row in rows]
+    out.insert(2, "  ".join("-" * w for w in widths))
+    out += [f"  {c[1]}: {c[3]}" for c in cols]
+    return "\n".join(out)
+
+
+def plot_suite(reports: list[dict[str, Any]], path: str) -> None:
+    """One panel per headline figure, one bar per model, the fair value drawn as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .suite import HEADLINES, headline
+
+    heads = [headline(r) for r in reports]
+    cols = [h for h in HEADLINES if any(x[h[0]] is not None for x in heads)]
+    names = [str(r["model"]) for r in reports]
+    fig, axes = plt.subplots(1, max(len(cols), 1), figsize=(2.6 * max(len(cols), 1) + 1, 3.6), squeeze=False)
+    family_colour = {"generation": "#1565c0", "intrinsic": "#6a1b9a", "downstream": "#2e7d32"}
+    for ax, (key, label, family, _) in zip(axes[0], cols):
+        vals = [h[key] if h[key] is not None else 0.0 for h in heads]
+        ax.bar(range(len(names)), vals, color=family_colour[family])
+        ax.axhline(0.5 if key == "stereotype_share" else 0.0, color="black", lw=0.8)
+        for i, (v, h) in enumerate(zip(vals, heads)):
+            ax.text(i, v, "-" if h[key] is None else f"{v:.2f}", ha="center",
+                    va="bottom" if v >= 0 else "top", fontsize=7)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{label}\n({family})", fontsize=9)
+    if not cols:
+        axes[0][0].text(0.5, 0.5, "no metric was computed", ha="center", va="center")
+    fig.suptitle("Gender bias by metric family (fair value: line)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -107,6 +107,10 @@ def eval_results(info: RunInfo) -> list[EvalResult]:
             label = FAIRNESS_METRICS.get(key, (key.replace("_", " "), ""))[0]
             results.append(EvalResult(task_type=TASK, dataset_type="fairness-prompts", dataset_name=prompts_name,
                                       metric_type=key, metric_name=label, metric_value=round(value, 6)))
+    for _, key, label, value, _ in _family_values(info.fairness):
+        results.append(EvalResult(task_type=TASK, dataset_type="fairness-templates",
+                                  dataset_name="fair-distill gender templates", metric_type=key,
+                                  metric_name=label.split(" (")[0], metric_value=round(value, 6)))
     if info.epsilon is not None:
         delta = info.delta
         results.append(EvalResult(
@@ -155,6 +159,38 @@ def _profession_table(info: RunInfo) -> tuple[list[str], list[list[str]], int]:
                       else 0.0)
     shown = rows[:MAX_PROFESSION_ROWS]
     return headers, [[_fmt(r.get(h)) for h in headers] for r in shown], len(rows)
+
+
+def _family_values(fairness: dict[str, Any] | None) -> list[tuple[str, str, str, float, str]]:
+    """(family, metric key, label, value, fair value) of the intrinsic / downstream / sensitivity /
+    representation sections of ``fairness.json`` (empty when they were not computed)."""
+    if not fairness:
+        return []
+    out = []
+    rep = fairness.get("representation") or {}
+    for key, label in (("representation_tvd", "representation: gendered words in generations, TVD from uniform"),
+                       ("association_tvd", "association: gendered words per profession, mean TVD from uniform")):
+        if isinstance(rep.get(key), (int, float)):
+            out.append(("generation", key, label, float(rep[key]), "0"))
+    for name, r in (((fairness.get("intrinsic") or {}).get("ceat") or {}).get("tests") or {}).items():
+        if isinstance(r, dict) and isinstance(r.get("effect_size"), (int, float)):
+            out.append(("intrinsic", f"ceat_{name}", f"CEAT effect size, male/female terms vs {name.replace('_', '/')} "
+                        f"(p = {_fmt(r.get('p_value'))})", float(r["effect_size"]), "0 (> 0 stereotypical)"))
+    ps = fairness.get("prediction_sensitivity") or {}
+    if isinstance(ps.get("prediction_sensitivity"), (int, float)):
+        out.append(("intrinsic", "prediction_sensitivity", "prediction sensitivity of the female/male log-odds to "
+                    "gender-encoding input features", float(ps["prediction_sensitivity"]), "0"))
+    down = fairness.get("downstream") or {}
+    pr, mp = down.get("pronoun_resolution") or {}, down.get("minimal_pairs") or {}
+    for key, label, value, ideal in (
+            ("pronoun_resolution_gap", "pronoun resolution accuracy, pro- minus anti-stereotypical", pr.get("gap"),
+             "0"),
+            ("pronoun_resolution_accuracy", "pronoun resolution accuracy", pr.get("accuracy"), "1"),
+            ("minimal_pairs_stereotype_share", "minimal pairs: share preferring the stereotypical sentence "
+             f"(95% CI {_fmt(mp.get('ci_low'))}-{_fmt(mp.get('ci_high'))})", mp.get("stereotype_share"), "0.5")):
+        if isinstance(value, (int, float)):
+            out.append(("downstream", key, label, float(value), ideal))
+    return out
 
 
 def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dict[str, Any]:
@@ -213,6 +249,8 @@ def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dic
         "perplexity": _fmt(info.perplexity) if info.perplexity is not None else None,
         "eval_loss": _fmt(info.eval_loss) if info.eval_loss is not None else None,
         "fairness_rows": fairness_rows,
+        "family_rows": [(fam, label, _fmt(value), ideal)
+                        for fam, _, label, value, ideal in _family_values(info.fairness)],
         "fairness_source": ("`distill evaluate` (`fairness.json`)" if info.fairness is not None
                             else f"the fairness callback during training (step {info.fairness_logged_step})"),
         "profession_headers": headers,
