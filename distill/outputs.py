@@ -17,7 +17,9 @@ CONFIG_FILENAME = "distill_config.yaml"   # the training config, re-runnable wit
 PRIVACY_FILENAME = "privacy.json"         # DP-SGD accounting (distill.privacy)
 FAIRNESS_FILENAME = "fairness.json"       # fairness report (distill evaluate, FairnessCallback)
 #: Everything `distill evaluate` may write into its --out directory.
-FAIRNESS_REPORT_FILES = (FAIRNESS_FILENAME, "per_profession.csv", "disparity.png", "generations.jsonl")
+FAIRNESS_REPORT_FILES = (FAIRNESS_FILENAME, "per_profession.csv", "disparity.png", "generations.jsonl", "suite.png")
+#: What `distill evaluate` with several models writes beside their per-model report directories.
+COMPARISON_FILES = ("comparison.png",)
 
 
 def _file_above(path: str) -> str | None:

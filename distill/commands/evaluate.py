@@ -78,7 +78,7 @@ def run(args, extra) -> int:
     from ..fairness.report import format_suite_details, format_suite_table, plot_suite
     from ..fairness.suite import evaluate_suite
     from ..models import load_causal_lm, load_tokenizer
-    from ..outputs import check_output_dir, check_report_dir, remove_files
+    from ..outputs import COMPARISON_FILES, check_report_dir, remove_files
     from ..runtime import resolve_device
 
     several = len(args.model) > 1
@@ -87,7 +87,7 @@ def run(args, extra) -> int:
     # before any work, so nothing is lost: no report directory may mix two runs
     previous = [check_report_dir(out, overwrite=args.overwrite) for out in outs]
     if several:
-        check_output_dir(args.out, "out")
+        previous.append(check_report_dir(args.out, COMPARISON_FILES, overwrite=args.overwrite))
     occupations = [o.strip() for o in args.occupations.split(",") if o.strip()] if args.occupations else None
     if occupations:
         if args.prompts != "builtin":
@@ -130,6 +130,8 @@ def run(args, extra) -> int:
     if not state.is_main_process:
         return 0
     print(format_suite_table(reports))
+    if several:
+        remove_files(args.out, previous[-1])
     if not args.no_plot:
         os.makedirs(args.out, exist_ok=True)
         plot = os.path.join(args.out, "comparison.png" if several else "suite.png")
