@@ -51,7 +51,7 @@ class LocalDistillation:
         self.local_steps, self.trainable = local_steps, list(trainable)
 
     def _models(self, args):
-        from ..models import load_causal_lm, load_tokenizer
+        from ..models import load_causal_lm
         from ..student import build_student
 
         key = (args.teacher_model_name_or_path, args.student_model_name_or_path, args.student_num_layers,
@@ -64,9 +64,7 @@ class LocalDistillation:
                                          trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
             else:
                 student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
-            tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
-                                       trust_remote_code=args.trust_remote_code)
-            _MODELS[key] = (teacher, student, tokenizer)
+            _MODELS[key] = (teacher, student)
         return _MODELS[key]
 
     def __call__(self, state, texts, server_round, device):
@@ -81,14 +79,13 @@ class LocalDistillation:
                 "validation_split_percentage": 0, "validation_file": None, "fairness_enabled": False,
                 "push_to_hub": False, "report_to": "none", "disable_tqdm": True, "logging_steps": self.local_steps,
                 "max_train_samples": None, "dataset_name": None, "train_file": None})
-            teacher, pristine, tokenizer = self._models(args)
+            teacher, pristine = self._models(args)
             student = copy.deepcopy(pristine)  # DP engines attach hooks: every round starts from a clean module
             missing = set(self.trainable) - set(state)
             if missing:
                 raise KeyError(f"the server sent no weights for {sorted(missing)[:3]}")
             student.load_state_dict(state, strict=False)
-            trainer = build_trainer(args, texts=texts, model=student, teacher_model=teacher,
-                                    processing_class=tokenizer)
+            trainer = build_trainer(args, texts=texts, model=student, teacher_model=teacher)
             result = trainer.train()
             params = dict(student.named_parameters())
             out = {n: params[n].detach().clone().contiguous() for n in self.trainable}
@@ -128,11 +125,12 @@ def split_flags(extra: list[str]) -> tuple[dict, list[str]]:
     return fed, rest
 
 
-def load_configs(config_path: str, extra: list[str]):
-    """``(DistillationConfig, FederatedConfig)`` from the YAML file and the command-line flags."""
+def load_configs(config_path: str, extra: list[str], compare: bool = False):
+    """``(DistillationConfig, FederatedConfig)`` from the YAML file and the command-line flags (with
+    ``compare``, the setting is the comparison's business: ``storage`` is accepted with any setting)."""
     import yaml
 
-    from ..config import load_config, read_yaml  # noqa: F401  (read_yaml: same file checks)
+    from ..config import load_config
     from ..errors import ConfigError
     from ..federated.config import SECTION, FederatedConfig
 
@@ -149,7 +147,10 @@ def load_configs(config_path: str, extra: list[str]):
     if not isinstance(fed_raw, dict):
         raise ConfigError(f"{config_path}: '{SECTION}:' must be a section of key: value pairs.")
     fed_flags, rest = split_flags(extra)
-    fl = FederatedConfig.from_dict({**fed_raw, **fed_flags}, source=config_path)
+    fed = {**fed_raw, **fed_flags}
+    if compare:
+        fed["setting"] = "continual"
+    fl = FederatedConfig.from_dict(fed, source=config_path)
     fd, tmp = tempfile.mkstemp(prefix="distill-fl-", suffix=".yaml")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -217,7 +218,7 @@ def run(args, extra) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    train_args, fl = load_configs(args.config, extra)
+    train_args, fl = load_configs(args.config, extra, compare=args.compare)
     if args.compare:
         run_compare(train_args, fl)
         return 0
@@ -226,3 +227,73 @@ def run(args, extra) -> int:
     print(f"Saved the global student, fl_report.json and fl_rounds.png to {train_args.output_dir} "
           f"(perplexity {final['perplexity']:.3f}, |bias| {final['cooccurrence_bias_mean_abs']:.3f})")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# A real deployment: `flwr run` with [tool.flwr.app.components] serverapp = "distill.commands.federated:server_app"
+# and clientapp = "distill.commands.federated:client_app"; run config key `config` = the YAML (and optionally
+# `output-dir`). SuperNodes are started with --node-config "partition-id=N data-file=PATH".
+# ---------------------------------------------------------------------------------------------------
+_DEPLOYED: dict[str, object] = {}
+
+
+def _deployed_configs(context):
+    config = context.run_config.get("config")
+    if not config:
+        from ..errors import ConfigError
+
+        raise ConfigError("The Flower run config has no 'config' key: set config = \"path/to/config.yaml\" under "
+                          "[tool.flwr.app.config].")
+    extra = ["--output_dir", str(context.run_config["output-dir"])] if "output-dir" in context.run_config else []
+    return load_configs(str(config), extra)
+
+
+def _deployed_client(context):
+    """The ClientApp of a deployed SuperNode (built once per process from the run config)."""
+    if "client" not in _DEPLOYED:
+        from ..federated.app import DeviceRecords, make_client_app
+        from ..federated.simulation import trainable_names
+        from ..models import load_causal_lm
+        from ..student import build_student
+
+        args, fl = _deployed_configs(context)
+        probe = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=args.student_num_layers,
+                              layers=args.student_layers)
+        local = LocalDistillation(args, fl.local_steps, trainable_names(probe, args.dp_enabled))
+        _DEPLOYED["client"] = make_client_app(local, DeviceRecords(fl, None))
+    return _DEPLOYED["client"]
+
+
+def _make_deployment_apps():
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    client = ClientApp()
+    server = ServerApp()
+
+    @client.query()
+    def _query(msg, context):
+        return _deployed_client(context)(msg, context)
+
+    @client.train()
+    def _train(msg, context):
+        return _deployed_client(context)(msg, context)
+
+    @server.main()
+    def _main(grid, context):
+        from ..federated.simulation import FederatedRun
+
+        args, fl = _deployed_configs(context)
+        run = FederatedRun(args, fl, local_train=None, name=None)  # the devices run their own ClientApp
+        run.server(grid, context)
+        run.finish()
+
+    return server, client
+
+
+def __getattr__(name):  # Flower imports server_app / client_app; `distill --help` stays free of flwr
+    if name in ("server_app", "client_app"):
+        server, client = _make_deployment_apps()
+        globals().update(server_app=server, client_app=client)
+        return globals()[name]
+    raise AttributeError(name)

@@ -90,56 +90,100 @@ def check_output_dir(out: str, overwrite: bool) -> None:
                           "--overwrite_output_dir true.")
 
 
+class FederatedRun:
+    """A prepared run: the Flower ``server`` and ``client`` apps, and :meth:`finish` to write the outputs once
+    the server app returned. The same pair runs in the simulation engine or on a SuperLink and SuperNodes."""
+
+    def __init__(self, args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
+                 texts: list[str] | None = None, name: str | None = None,
+                 print_fn: Callable[[str], None] = print):
+        from ..models import load_causal_lm, load_tokenizer, resolve_builtin
+        from ..student import build_student
+        from .evaluation import GlobalEvaluator
+
+        check_output_dir(args.output_dir, args.overwrite_output_dir)
+        self.args, self.fl, self.name, self.print_fn = args, fl, name, print_fn
+        self.seed = seed = args.seed if fl.seed is None else fl.seed
+        self.start = time.time()
+        resolve_builtin(args.teacher_model_name_or_path)
+        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
+                                        trust_remote_code=args.trust_remote_code)
+        teacher = load_causal_lm(args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
+                                 allow_pickle=args.allow_pickle)
+        if args.student_model_name_or_path:
+            student = load_causal_lm(args.student_model_name_or_path, dtype="float32",
+                                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+        else:
+            torch.manual_seed(seed)
+            student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
+        del teacher
+        self.student = student
+        self.names = trainable_names(student, args.dp_enabled)
+        params = dict(student.named_parameters())
+        initial = {n: params[n].detach().clone() for n in self.names}
+
+        train_texts, heldout = load_corpus(args, texts)
+        if fl.eval_max_records is not None:
+            heldout = heldout[: fl.eval_max_records]
+        self.devices = DeviceData(train_texts, fl, seed)
+        self.device_summary = self.devices.summary()
+        self.evaluator = GlobalEvaluator(student, self.tokenizer, heldout, fairness_prompts(args, fl),
+                                         batch_size=args.per_device_eval_batch_size)
+        self.label = label = f"[{name}] " if name else ""
+        sizes = self.device_summary["sizes"]
+        print_fn(f"{label}{fl.num_devices} devices ({fl.partition} partition, sizes {min(sizes)}–{max(sizes)}), "
+                 f"{fl.devices_per_round} a round by {fl.selection} selection, {fl.setting} setting, "
+                 f"{fl.num_rounds} rounds of {fl.local_steps} local steps")
+        self.result: dict[str, Any] = {}
+
+        def on_finish(state: dict[str, torch.Tensor], history: list[dict]) -> None:
+            self.result["state"], self.result["history"] = state, history
+
+        self.server = make_server_app(fl, seed, initial, self.evaluator, on_finish,
+                                      log_round=lambda e: print_fn(label + format_round(e, fl.num_rounds)))
+        self.client = make_client_app(local_train, DeviceRecords(fl, self.devices))
+
+    def finish(self) -> dict[str, Any]:
+        """Write the outputs of a finished run; returns the report."""
+        import flwr
+
+        if "history" not in self.result:
+            raise ConfigError("The federated run stopped before its last round (see Flower's errors above).")
+        args, fl, history = self.args, self.fl, self.result["history"]
+        report = {
+            "name": self.name, "federated": fl.to_dict(), "seed": self.seed, "devices": self.device_summary,
+            "local_training": {k: v for k, v in args.distill_dict().items() if k != "output_dir"},
+            "local_dp": bool(args.dp_enabled), "trainable_parameters": self.names,
+            "rounds": [dict(e) for e in history], "failures": failures(history),
+            "final": {k: history[-1].get(k) for k in ("perplexity", "cooccurrence_bias_mean_abs",
+                                                      "cooccurrence_bias_mean", "central_epsilon")},
+            "flwr_version": flwr.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "runtime_seconds": round(time.time() - self.start, 1),
+        }
+        local_eps: dict[int, float] = {}
+        for e in history:
+            for r in e.get("replied", []):
+                if "local_epsilon" in r:
+                    local_eps[r["device"]] = local_eps.get(r["device"], 0.0) + r["local_epsilon"]
+        if local_eps:
+            report["local_epsilon_per_device"] = local_eps  # basic composition over the device's trainings
+            report["local_epsilon_max"] = max(local_eps.values())
+        save_outputs(args.output_dir, args, self.student, self.tokenizer, self.result["state"], self.evaluator,
+                     report)
+        if report["failures"]:
+            self.print_fn(f"{self.label}{len(report['failures'])} device failure(s); the run went on without them "
+                          f"(see 'failures' in {REPORT_FILENAME}).")
+        return report
+
+
 def run_federated(args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
                   texts: list[str] | None = None, name: str | None = None,
                   print_fn: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the federated distillation; returns the report (also in ``args.output_dir/fl_report.json``)."""
-    import flwr
+    """Run the federated distillation in Flower's simulation engine; returns the report (also in
+    ``args.output_dir/fl_report.json``)."""
     from flwr.simulation import run_simulation
 
-    from ..models import load_causal_lm, load_tokenizer, resolve_builtin
-    from ..student import build_student
-    from .evaluation import GlobalEvaluator
-
-    out = args.output_dir
-    check_output_dir(out, args.overwrite_output_dir)
-    seed = args.seed if fl.seed is None else fl.seed
-    start = time.time()
-    resolve_builtin(args.teacher_model_name_or_path)
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
-                               trust_remote_code=args.trust_remote_code)
-    teacher = load_causal_lm(args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
-                             allow_pickle=args.allow_pickle)
-    if args.student_model_name_or_path:
-        student = load_causal_lm(args.student_model_name_or_path, dtype="float32",
-                                 trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-    else:
-        torch.manual_seed(seed)
-        student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
-    del teacher
-    names = trainable_names(student, args.dp_enabled)
-    params = dict(student.named_parameters())
-    initial = {n: params[n].detach().clone() for n in names}
-
-    train_texts, heldout = load_corpus(args, texts)
-    if fl.eval_max_records is not None:
-        heldout = heldout[: fl.eval_max_records]
-    devices = DeviceData(train_texts, fl, seed)
-    device_summary = devices.summary()
-    evaluator = GlobalEvaluator(student, tokenizer, heldout, fairness_prompts(args, fl),
-                                batch_size=args.per_device_eval_batch_size)
-    label = f"[{name}] " if name else ""
-    print_fn(f"{label}{fl.num_devices} devices ({fl.partition} partition, sizes {min(device_summary['sizes'])}–"
-             f"{max(device_summary['sizes'])}), {fl.devices_per_round} a round by {fl.selection} selection, "
-             f"{fl.setting} setting, {fl.num_rounds} rounds of {fl.local_steps} local steps")
-    result: dict[str, Any] = {}
-
-    def on_finish(state: dict[str, torch.Tensor], history: list[dict]) -> None:
-        result["state"], result["history"] = state, history
-
-    server = make_server_app(fl, seed, initial, evaluator, on_finish,
-                             log_round=lambda e: print_fn(label + format_round(e, fl.num_rounds)))
-    client = make_client_app(local_train, DeviceRecords(fl, devices))
+    run = FederatedRun(args, fl, local_train, texts=texts, name=name, print_fn=print_fn)
     backend = {"client_resources": {"num_cpus": fl.client_cpus, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
                              "object_store_memory": 256 * 1024 * 1024}}
@@ -147,40 +191,11 @@ def run_federated(args: DistillationConfig, fl: FederatedConfig, local_train: Lo
     level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)  # our per-round lines replace Flower's INFO log
     try:
-        run_simulation(server_app=server, client_app=client, num_supernodes=fl.num_devices, backend_config=backend)
+        run_simulation(server_app=run.server, client_app=run.client, num_supernodes=fl.num_devices,
+                       backend_config=backend)
     finally:
         flwr_logger.setLevel(level)
-    if "history" not in result:
-        raise ConfigError("The federated run stopped before its last round (see Flower's errors above).")
-
-    history = result["history"]
-    report = {
-        "name": name, "federated": fl.to_dict(), "seed": seed, "devices": device_summary,
-        "local_training": {k: v for k, v in args.distill_dict().items() if k != "output_dir"},
-        "local_dp": bool(args.dp_enabled), "trainable_parameters": names,
-        "rounds": [_jsonable(e) for e in history], "failures": failures(history),
-        "final": {k: history[-1].get(k) for k in ("perplexity", "cooccurrence_bias_mean_abs",
-                                                  "cooccurrence_bias_mean", "central_epsilon")},
-        "flwr_version": flwr.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "runtime_seconds": round(time.time() - start, 1),
-    }
-    local_eps = {}
-    for e in history:
-        for r in e.get("replied", []):
-            if "local_epsilon" in r:
-                local_eps[r["device"]] = local_eps.get(r["device"], 0.0) + r["local_epsilon"]
-    if local_eps:
-        report["local_epsilon_per_device"] = local_eps  # basic composition over the device's local trainings
-        report["local_epsilon_max"] = max(local_eps.values())
-    save_outputs(out, args, student, tokenizer, result["state"], evaluator, report)
-    if report["failures"]:
-        print_fn(f"{label}{len(report['failures'])} device failure(s); the run went on without them "
-                 f"(see 'failures' in {REPORT_FILENAME}).")
-    return report
-
-
-def _jsonable(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if not callable(v)}
+    return run.finish()
 
 
 def save_outputs(out: str, args: DistillationConfig, student: torch.nn.Module, tokenizer, state, evaluator,
