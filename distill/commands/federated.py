@@ -134,13 +134,14 @@ def load_configs(config_path: str, extra: list[str], compare: bool = False):
     from ..errors import ConfigError
     from ..federated.config import SECTION, FederatedConfig
 
-    if not os.path.isfile(config_path):
-        raise ConfigError(f"Config file '{config_path}' does not exist. Pass an existing YAML file to --config.")
-    with open(config_path, encoding="utf-8") as fh:
-        try:
+    try:
+        with open(config_path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"Config file '{config_path}' does not exist. Pass an existing YAML file to --config.") \
+            from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{config_path} must hold a mapping of key: value pairs.")
     fed_raw = raw.pop(SECTION, None) or {}
