@@ -223,3 +223,113 @@ def test_config_errors(kw, match):
 def test_unknown_federated_key_suggests():
     with pytest.raises(ConfigError, match="did you mean num_rounds"):
         FederatedConfig.from_dict({"num_round": 3})
+
+
+# ---- the server app end to end, in-process (a stand-in Grid instead of Flower's engine) -----------------
+class _InProcessGrid:
+    """Delivers each message to the ClientApp of its node in this process; an exception becomes an error reply,
+    as Flower's runtime does."""
+
+    def __init__(self, client_app, num_devices):
+        from flwr.app import Context, RecordDict
+
+        self.app = client_app
+        self.contexts = {100 + i: Context(run_id=1, node_id=100 + i, node_config={"partition-id": i},
+                                          state=RecordDict(), run_config={}) for i in range(num_devices)}
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+
+        out = []
+        for m in messages:
+            try:
+                out.append(self.app(m, self.contexts[m.metadata.dst_node_id]))
+            except Exception as exc:  # noqa: BLE001
+                out.append(Message(Error(code=0, reason=f"Message: {exc}"), reply_to=m))
+        return out
+
+
+def _run_server_in_process(monkeypatch, fl, local_train, texts):
+    import torch
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from distill.federated.app import DeviceRecords, make_client_app, make_server_app
+    from distill.federated.devices import DeviceData
+
+    for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 0)):
+        monkeypatch.setattr(TaskIdentity, attr, value, raising=False)
+    data = DeviceData(texts, fl, seed=0)
+    done = {}
+    initial = {"w": torch.zeros(4, dtype=torch.float64)}
+    server = make_server_app(fl, 0, initial, lambda state: {"norm": float(state["w"].norm())},
+                             lambda state, history: done.update(state=state, history=history))
+    grid = _InProcessGrid(make_client_app(local_train, DeviceRecords(fl, data)), fl.num_devices)
+    server(grid, None)
+    return data, done
+
+
+def test_server_app_rounds_selection_and_failure_in_process(monkeypatch):
+    import torch
+
+    def local(state, texts, server_round, device):
+        if (device, server_round) == (1, 2):
+            raise RuntimeError("disk full")
+        return {"w": state["w"] + device + 1}, {"train_loss": float(len(texts))}
+
+    texts = [f"t{i}" for i in range(40)]
+    fl = FederatedConfig(num_devices=4, devices_per_round=4, num_rounds=2, partition="quantity", partition_alpha=1.0)
+    data, done = _run_server_in_process(monkeypatch, fl, local, texts)
+    history = done["history"]
+    assert [e["round"] for e in history] == [0, 1, 2]
+    n = np.array(data.counts(1), dtype=float)
+    r1 = float(np.dot(n, np.arange(1, 5)) / n.sum())  # sample-weighted mean of the updates 1..4
+    keep = [0, 2, 3]
+    r2 = r1 + float(np.dot(n[keep], np.array([1, 3, 4])) / n[keep].sum())  # device 1 failed: the others' mean
+    assert torch.allclose(done["state"]["w"], torch.full((4,), r2, dtype=torch.float64))
+    assert [(f["device"], f["stage"]) for f in history[2]["failed"]] == [(1, "train")]
+    assert "disk full" in history[2]["failed"][0]["reason"]
+
+
+def test_central_dp_clips_averages_unweighted_and_accounts(monkeypatch):
+    import torch
+    from opacus.accountants import RDPAccountant
+
+    sigma, clip = 0.8, 1.0
+
+    def local(state, texts, server_round, device):  # updates of norm 2 (clipped to 1) and 0.5 (kept)
+        step = torch.tensor([2.0, 0, 0, 0], dtype=torch.float64) if device == 0 else \
+            torch.tensor([0, 0.5, 0, 0], dtype=torch.float64)
+        return {"w": state["w"] + step}, {"train_loss": 0.0}
+
+    fl = FederatedConfig(num_devices=2, devices_per_round=2, num_rounds=3, central_dp=True,
+                         central_dp_noise_multiplier=sigma, central_dp_clipping_norm=clip, central_dp_delta=1e-3)
+    torch.manual_seed(0)
+    _, done = _run_server_in_process(monkeypatch, fl, local, [f"t{i}" for i in range(10)])
+    history = done["history"]
+    # reference accountant: opacus' RDP for a Gaussian mechanism without subsampling (q = 1), one step a round
+    ref = RDPAccountant()
+    for r in range(1, 4):
+        ref.step(noise_multiplier=sigma, sample_rate=1.0)
+        assert history[r]["central_epsilon"] == pytest.approx(ref.get_epsilon(delta=1e-3), rel=0.02)
+    assert history[1]["central_epsilon"] < history[2]["central_epsilon"] < history[3]["central_epsilon"]
+    # the noiseless part of each round is the unweighted mean of the clipped updates, (1, 0.5)/2 = (0.5, 0.25);
+    # the noise has std sigma*C/K = 0.4 per coordinate: over 3 rounds the error is N(0, 3 * 0.16)
+    w = done["state"]["w"].numpy()
+    assert np.all(np.abs(w - np.array([1.5, 0.75, 0, 0])) < 5 * np.sqrt(3 * 0.16))
+
+
+def test_central_dp_aggregate_is_the_unweighted_mean_of_clipped_updates(monkeypatch):
+    import torch
+
+    def local(state, texts, server_round, device):  # an update of norm 2 (clipped to 1) and one of 0.5 (kept)
+        step = torch.tensor([2.0, 0, 0, 0]) if device == 0 else torch.tensor([0, 0.5, 0, 0])
+        return {"w": state["w"] + step.double()}, {"train_loss": 0.0}
+
+    fl = FederatedConfig(num_devices=2, devices_per_round=2, num_rounds=2, central_dp=True,
+                         central_dp_noise_multiplier=1e-6, central_dp_clipping_norm=1.0, partition="quantity",
+                         partition_alpha=0.2)  # unequal record counts: the weights must not matter
+    _, done = _run_server_in_process(monkeypatch, fl, local, [f"t{i}" for i in range(30)])
+    assert np.allclose(done["state"]["w"].numpy(), [1.0, 0.5, 0, 0], atol=1e-4)  # 2 rounds x (0.5, 0.25)
