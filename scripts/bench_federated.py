@@ -43,7 +43,6 @@ def make_args(out: str, teacher: str, seed: int):
 def in_process_rounds(args, fl, local, seed: int) -> list[float]:
     """The same rounds as the simulation, as a plain Python loop: seconds of each round's training part."""
     import numpy as np
-    import torch
 
     from distill.federated.devices import DeviceData
     from distill.federated.selection import select_devices

@@ -97,3 +97,12 @@ def test_cli_config_errors_name_the_file(tmp_path):
     bad.write_text("federated:\n  selectoin: activity\n")
     with pytest.raises(ConfigError, match="did you mean selection"):
         load_configs(str(bad), [])
+
+
+def test_deployment_entry_points_are_flower_apps():
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import ServerApp
+
+    import distill.commands.federated as cmd
+
+    assert isinstance(cmd.server_app, ServerApp) and isinstance(cmd.client_app, ClientApp)

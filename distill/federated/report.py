@@ -140,7 +140,7 @@ def card_section(report: dict) -> str:
         f"| records on devices | {dev['total_records']} (sizes {min(dev['sizes'])}–{max(dev['sizes'])}) |",
         f"| aggregation | FedAvg, {'unweighted mean of clipped updates' if fl['central_dp'] else 'weighted by records'} |",
         f"| local DP-SGD | {'on' if report.get('local_dp') else 'off'} |",
-        f"| central (user-level) DP | " + (f"on: ε = {_num(final.get('central_epsilon'), '.3g')}, δ = "
+        "| central (user-level) DP | " + (f"on: ε = {_num(final.get('central_epsilon'), '.3g')}, δ = "
                                           f"{_num(final.get('central_delta'), '.3g')}, σ = "
                                           f"{fl['central_dp_noise_multiplier']:g}, C = {fl['central_dp_clipping_norm']:g}"
                                           if fl["central_dp"] else "off") + " |",

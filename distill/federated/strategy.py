@@ -53,9 +53,6 @@ class DeviceSelectionFedAvg(FedAvg):
         self._node_device: dict[int, int] = {}
         self.current_round = 0
 
-    def summary(self) -> None:
-        super().summary()
-
     # ---- which devices exist and what they hold ------------------------------------------------------
     def wait_for_devices(self, grid: Grid) -> list[int]:
         start = time.monotonic()
