@@ -43,9 +43,10 @@ HELD_KEY = "num-records"
 
 class DeviceSelectionFedAvg(FedAvg):
     def __init__(self, fl: FederatedConfig, seed: int, wait_timeout: float = 300.0, reply_timeout: float = 3600.0):
-        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=fl.devices_per_round,
-                         min_available_nodes=fl.num_devices,
+        super().__init__(fraction_train=1.0, min_train_nodes=fl.devices_per_round, min_available_nodes=fl.num_devices,
                          weighted_by_key=UNIFORM_WEIGHT if fl.central_dp else NUM_EXAMPLES)
+        # the server evaluates the global student itself (evaluate_fn): no evaluation round on the devices
+        self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0
         self.fl = fl
         self.rng = np.random.default_rng(seed)
         self.wait_timeout, self.reply_timeout = wait_timeout, reply_timeout
