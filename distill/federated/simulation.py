@@ -168,7 +168,9 @@ class FederatedRun:
         if local_eps:
             report["local_epsilon_per_device"] = local_eps  # basic composition over the device's trainings
             report["local_epsilon_max"] = max(local_eps.values())
-        save_outputs(args.output_dir, args, self.student, self.tokenizer, self.result["state"], self.evaluator,
+        # the saved config re-runs one device's local step: max_steps = local_steps
+        saved = DistillationConfig(**{**args.distill_dict(), "max_steps": fl.local_steps})
+        save_outputs(args.output_dir, saved, self.student, self.tokenizer, self.result["state"], self.evaluator,
                      report)
         if report["failures"]:
             self.print_fn(f"{self.label}{len(report['failures'])} device failure(s); the run went on without them "
@@ -187,14 +189,17 @@ def run_federated(args: DistillationConfig, fl: FederatedConfig, local_train: Lo
     backend = {"client_resources": {"num_cpus": fl.client_cpus, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
                              "object_store_memory": 256 * 1024 * 1024}}
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU simulation: silence Ray's GPU tip
     flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
+    level, propagate = flwr_logger.level, flwr_logger.propagate
     flwr_logger.setLevel(logging.WARNING)  # our per-round lines replace Flower's INFO log
+    flwr_logger.propagate = False  # Flower has its own handler: no second copy through the root logger
     try:
         run_simulation(server_app=run.server, client_app=run.client, num_supernodes=fl.num_devices,
                        backend_config=backend)
     finally:
         flwr_logger.setLevel(level)
+        flwr_logger.propagate = propagate
     return run.finish()
 
 
