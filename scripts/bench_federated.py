@@ -119,9 +119,9 @@ def main(argv=None) -> dict:
         "first_round_seconds": {"in_process": inproc[0], "flower": sim[0]},
         "flower_total_seconds": sim_total,
         "overhead_ratio": statistics.median(sim[1:]) / statistics.median(inproc[1:]),
-        "round_seconds_vs_devices": {},
+        "round_seconds_vs_devices": {a.overhead_devices: statistics.median(sim[1:])},
     }
-    for n in a.devices:
+    for n in [n for n in a.devices if n != a.overhead_devices]:
         fl_n = dataclasses.replace(fl, num_devices=n)
         times, _ = flower_rounds(dataclasses.replace(base, output_dir=os.path.join(tmp, f"n{n}")), fl_n, local)
         result["round_seconds_vs_devices"][n] = statistics.median(times[1:] if len(times) > 1 else times)
