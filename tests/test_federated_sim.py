@@ -106,3 +106,25 @@ def test_deployment_entry_points_are_flower_apps():
     import distill.commands.federated as cmd
 
     assert isinstance(cmd.server_app, ServerApp) and isinstance(cmd.client_app, ClientApp)
+
+
+def test_local_step_with_dp_sgd_returns_trainable_weights_and_epsilon(tiny_args):
+    """The device's local step in-process: DP-SGD freezes the embeddings, so they are not sent."""
+    import torch
+
+    from distill.federated.simulation import trainable_names
+    from distill.models import load_causal_lm
+    from distill.student import build_student
+
+    args = tiny_args(packing=False, student_num_layers=1, dp_enabled=True, dp_noise_multiplier=1.0,
+                     dp_max_grad_norm=1.0, per_device_train_batch_size=4)
+    student = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=1)
+    names = trainable_names(student, local_dp=True)
+    assert names and not any("wte" in n or "wpe" in n for n in names)
+    params = dict(student.named_parameters())
+    state = {n: params[n].detach().clone() for n in names}
+    texts = [f"The nurse said that she would be late {i}." for i in range(16)]
+    out, metrics = LocalDistillation(args, 2, names)(state, texts, server_round=1, device=0)
+    assert list(out) == names
+    assert any(not torch.equal(out[n], state[n]) for n in names)  # it trained
+    assert 0 < metrics["local_epsilon"] < float("inf") and np.isfinite(metrics["train_loss"])
