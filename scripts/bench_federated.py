@@ -110,6 +110,10 @@ def main(argv=None) -> dict:
                          num_rounds=a.rounds, local_steps=a.local_steps, selection="activity",
                          eval_max_records=16, eval_occupations=["nurse", "carpenter"], client_cpus=float(cores),
                          seed=a.seed)
+    import contextlib
+
+    quiet = contextlib.redirect_stdout(sys.stderr)  # the Trainer prints its log dicts: keep --json's stdout clean
+    quiet.__enter__()
     inproc = in_process_rounds(base, fl, local, a.seed)
     sim, sim_total = flower_rounds(dataclasses.replace(base, output_dir=os.path.join(tmp, "overhead")), fl, local)
     result = {
@@ -125,6 +129,7 @@ def main(argv=None) -> dict:
         fl_n = dataclasses.replace(fl, num_devices=n)
         times, _ = flower_rounds(dataclasses.replace(base, output_dir=os.path.join(tmp, f"n{n}")), fl_n, local)
         result["round_seconds_vs_devices"][n] = statistics.median(times[1:] if len(times) > 1 else times)
+    quiet.__exit__(None, None, None)
     lines = [f"Overhead per round (median of rounds 2..{a.rounds}, K={a.devices_per_round}, "
              f"{a.local_steps} local steps): in-process {statistics.median(inproc[1:]):.2f} s, "
              f"Flower {statistics.median(sim[1:]):.2f} s -> {result['overhead_ratio']:.2f}x (goal <= 1.5x)",
