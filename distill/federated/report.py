@@ -1,0 +1,180 @@
+"""The outputs of a federated run: ``fl_report.json``, a per-round log line, plots, the comparison table, and
+the "Federated training" section of the model card (built from ``fl_report.json`` on disk)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+REPORT_FILENAME = "fl_report.json"
+PLOT_FILENAME = "fl_rounds.png"
+CARD_MARKER = "## Federated training"
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_round(entry: dict, num_rounds: int) -> str:
+    """One line per round, like `distill train`'s log lines."""
+    r = entry.get("round", 0)
+    parts = [f"round {r}/{num_rounds}"]
+    if r > 0:
+        sel = entry.get("selected", [])
+        parts.append(f"devices {sel}")
+        parts.append(f"loss {_num(entry.get('train_loss'))}")
+    parts.append(f"perplexity {_num(entry.get('perplexity'), '.2f')}")
+    parts.append(f"|bias| {_num(entry.get('cooccurrence_bias_mean_abs'))}")
+    if "central_epsilon" in entry:
+        parts.append(f"central ε {_num(entry['central_epsilon'], '.2f')}")
+    if entry.get("round_seconds") is not None:
+        parts.append(f"{entry['round_seconds']:.1f} s")
+    failed = [f for f in entry.get("failed", []) if f.get("stage") == "train"]
+    if failed:
+        parts.append(f"FAILED devices {[f['device'] for f in failed]}")
+    if entry.get("aggregation_skipped"):
+        parts.append("aggregation skipped")
+    return " | ".join(parts)
+
+
+def failures(history: list[dict]) -> list[dict]:
+    """Every failed device of the run, with its round."""
+    return [{"round": e["round"], **f} for e in history for f in e.get("failed", [])]
+
+
+def write_json(obj: Any, path: str) -> str:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=float)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def plot_rounds(runs: dict[str, list[dict]], path: str, title: str = "Federated distillation") -> str:
+    """Held-out perplexity and co-occurrence |bias| of the global student against rounds, one line a run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, history in runs.items():
+        rounds = [e["round"] for e in history]
+        for ax, key in ((axes[0], "perplexity"), (axes[1], "cooccurrence_bias_mean_abs")):
+            ys = [e.get(key) for e in history]
+            ax.plot(rounds, [float("nan") if y is None else y for y in ys], marker="o", markersize=3, label=name)
+    axes[0].set_title("Held-out perplexity of the global student (lower is better)")
+    axes[1].set_title("Co-occurrence bias |mean| (lower is fairer)")
+    for ax in axes:
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_row(name: str, report: dict) -> dict:
+    """Final and best numbers of a run, for the comparison table."""
+    history = report["rounds"]
+    final = history[-1]
+    ppl = [e.get("perplexity") for e in history if e.get("perplexity") is not None]
+    return {"run": name, "final_perplexity": final.get("perplexity"), "best_perplexity": min(ppl) if ppl else None,
+            "final_bias": final.get("cooccurrence_bias_mean_abs"),
+            "records_per_round": _mean([sum(e.get("selected_records", [])) for e in history[1:]]),
+            "distinct_devices": len({d for e in history[1:] for d in e.get("selected", [])}),
+            "failures": len(failures(history)), "seconds": report.get("runtime_seconds")}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def format_table(rows: list[dict]) -> str:
+    header = ("run", "final ppl", "best ppl", "final |bias|", "records/round", "devices used", "failures",
+              "time (s)")
+    lines = [header]
+    for r in rows:
+        lines.append((r["run"], _num(r["final_perplexity"], ".3f"), _num(r["best_perplexity"], ".3f"),
+                      _num(r["final_bias"]), _num(r["records_per_round"], ".0f"), str(r["distinct_devices"]),
+                      str(r["failures"]), _num(r["seconds"], ".0f")))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+           for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def card_section(report: dict) -> str:
+    """Markdown for the model card: how the model was trained federatedly, and what DP covers."""
+    fl, dev = report["federated"], report["devices"]
+    final = report["rounds"][-1]
+    fails = failures(report["rounds"])
+    lines = [
+        CARD_MARKER, "",
+        f"This student was trained **federatedly** with [Flower](https://flower.ai) {report.get('flwr_version', '')}: "
+        "the training records stayed on the devices, which sent back only model weights.", "",
+        "| federated setting | value |", "|---|---|",
+        f"| devices (N) | {fl['num_devices']} |",
+        f"| devices per round (K) | {fl['devices_per_round']} |",
+        f"| rounds | {fl['num_rounds']} |",
+        f"| local steps per round | {fl['local_steps']} |",
+        f"| selection | {fl['selection']}" + (f" (P ∝ records^{fl['activity_exponent']:g})"
+                                                if fl["selection"] == "activity" else "") + " |",
+        f"| setting | {fl['setting']}" + (f", storage {fl['storage']} records" if fl.get("storage") else "") + " |",
+        f"| partition | {fl['partition']}" + (f" (α = {fl['partition_alpha']:g})" if fl["partition"] != "iid" else "")
+        + (f" over `{fl['partition_attribute']}`" if fl["partition"] == "attribute" else "") + " |",
+        f"| records on devices | {dev['total_records']} (sizes {min(dev['sizes'])}–{max(dev['sizes'])}) |",
+        f"| aggregation | FedAvg, {'unweighted mean of clipped updates' if fl['central_dp'] else 'weighted by records'} |",
+        f"| local DP-SGD | {'on' if report.get('local_dp') else 'off'} |",
+        "| central (user-level) DP | " + (f"on: ε = {_num(final.get('central_epsilon'), '.3g')}, δ = "
+                                          f"{_num(final.get('central_delta'), '.3g')}, σ = "
+                                          f"{fl['central_dp_noise_multiplier']:g}, C = {fl['central_dp_clipping_norm']:g}"
+                                          if fl["central_dp"] else "off") + " |",
+        f"| device failures | {len(fails)} |", "",
+    ]
+    if report.get("local_dp"):
+        lines += ["Local DP-SGD protects each **record** of a device against anyone who sees that device's updates; "
+                  f"the largest per-device ε (sum over its local trainings) is {_num(report.get('local_epsilon_max'), '.3g')}.", ""]
+    if fl["central_dp"]:
+        lines += ["Central DP protects each **device's whole data** (add/remove one device) in the sequence of "
+                  "global models, assuming an honest server (it sees individual updates before the noise); no "
+                  "amplification by device sampling is claimed.", ""]
+    lines += [f"Held-out perplexity of the final global student: {_num(final.get('perplexity'), '.3f')}; "
+              f"co-occurrence |bias|: {_num(final.get('cooccurrence_bias_mean_abs'))}. Per-round numbers are in "
+              f"`{REPORT_FILENAME}`.", ""]
+    return "\n".join(lines)
+
+
+def add_card_section(model_dir: str) -> str | None:
+    """Insert :func:`card_section` (from ``fl_report.json``) into ``model_dir/README.md`` before "## Evaluation"."""
+    card_path = os.path.join(model_dir, "README.md")
+    report_path = os.path.join(model_dir, REPORT_FILENAME)
+    if not (os.path.isfile(card_path) and os.path.isfile(report_path)):
+        return None
+    with open(report_path, encoding="utf-8") as fh:
+        section = card_section(json.load(fh))
+    with open(card_path, encoding="utf-8") as fh:
+        text = fh.read()
+    if CARD_MARKER in text:
+        return card_path
+    anchor = text.find("## Evaluation")
+    text = text + "\n" + section if anchor < 0 else text[:anchor] + section + "\n" + text[anchor:]
+    fd, tmp = tempfile.mkstemp(prefix=".README-", suffix=".md.tmp", dir=model_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, card_path)
+    return card_path

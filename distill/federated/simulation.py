@@ -1,0 +1,231 @@
+"""Run a federated distillation in Flower's simulation engine and write its outputs.
+
+:func:`run_federated` builds, from a :class:`~distill.config.DistillationConfig` (the local step) and a
+:class:`~distill.federated.config.FederatedConfig`:
+
+* the public teacher and the initial global student (teacher blocks copied, :func:`distill.student.build_student`),
+* the training records split over N devices (:class:`~distill.federated.devices.DeviceData`) and the server's
+  held-out records (the config's validation split),
+* the ServerApp / ClientApp pair of :mod:`distill.federated.app`, with the injected ``local_train``,
+
+runs them with :func:`flwr.simulation.run_simulation` (Ray backend: one actor per ``client_cpus`` cores, each
+device's ClientApp runs in an actor; the ServerApp runs in this process), and writes to ``output_dir``: the final
+global student (safetensors + tokenizer + ``distill_config.yaml``), ``fl_report.json``, ``fl_rounds.png``,
+``fairness.json`` and a model card that says how it was trained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..config import DistillationConfig
+from ..errors import ConfigError
+from .app import DeviceRecords, LocalTrain, make_client_app, make_server_app
+from .config import FederatedConfig
+from .devices import DeviceData
+from .report import (
+    PLOT_FILENAME,
+    REPORT_FILENAME,
+    add_card_section,
+    failures,
+    format_round,
+    plot_rounds,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def load_corpus(args: DistillationConfig, texts: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """``(training records, held-out records)`` of the config's data source (validation split as held-out)."""
+    from ..data import load_raw_datasets
+
+    raw = load_raw_datasets(
+        None if texts is not None else args.dataset_name, dataset_config_name=args.dataset_config_name,
+        dataset_split=args.dataset_split, train_file=None if texts is not None else args.train_file,
+        validation_file=args.validation_file, texts=texts, text_column=args.text_column,
+        validation_split_percentage=args.validation_split_percentage, seed=args.seed)
+    train = raw["train"][args.text_column]
+    if args.max_train_samples is not None:
+        train = train[: args.max_train_samples]
+    heldout = raw["validation"][args.text_column] if "validation" in raw else []
+    if args.max_eval_samples is not None:
+        heldout = heldout[: args.max_eval_samples]
+    return [str(t) for t in train], [str(t) for t in heldout]
+
+
+def trainable_names(student: torch.nn.Module, local_dp: bool) -> list[str]:
+    """Names of the student parameters a device trains and sends: all of them, except the embeddings (and the
+    tied output layer) that local DP-SGD freezes (:func:`distill.privacy.engine.freeze_embeddings`)."""
+    import copy
+
+    probe = copy.deepcopy(student)
+    if local_dp:
+        from ..privacy.engine import freeze_embeddings
+
+        freeze_embeddings(probe)
+    return [n for n, p in probe.named_parameters() if p.requires_grad]
+
+
+def fairness_prompts(args: DistillationConfig, fl: FederatedConfig):
+    from ..fairness.prompts import builtin_prompts, load_prompts
+
+    if fl.eval_occupations:
+        return builtin_prompts(list(fl.eval_occupations), args.fairness_max_prompts_per_group)
+    return load_prompts(args.fairness_prompts, args.fairness_max_prompts_per_group)
+
+
+def check_output_dir(out: str, overwrite: bool) -> None:
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise ConfigError(f"output_dir '{out}' already exists and is not empty: choose a new --output_dir, or pass "
+                          "--overwrite_output_dir true.")
+
+
+class FederatedRun:
+    """A prepared run: the Flower ``server`` and ``client`` apps, and :meth:`finish` to write the outputs once
+    the server app returned. The same pair runs in the simulation engine or on a SuperLink and SuperNodes."""
+
+    def __init__(self, args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
+                 texts: list[str] | None = None, name: str | None = None,
+                 print_fn: Callable[[str], None] = print):
+        from ..models import load_causal_lm, load_tokenizer, resolve_builtin
+        from ..student import build_student
+        from .evaluation import GlobalEvaluator
+
+        check_output_dir(args.output_dir, args.overwrite_output_dir)
+        self.args, self.fl, self.name, self.print_fn = args, fl, name, print_fn
+        self.seed = seed = args.seed if fl.seed is None else fl.seed
+        self.start = time.time()
+        resolve_builtin(args.teacher_model_name_or_path)
+        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
+                                        trust_remote_code=args.trust_remote_code)
+        teacher = load_causal_lm(args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
+                                 allow_pickle=args.allow_pickle)
+        if args.student_model_name_or_path:
+            student = load_causal_lm(args.student_model_name_or_path, dtype="float32",
+                                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+        else:
+            torch.manual_seed(seed)
+            student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
+        del teacher
+        self.student = student
+        self.names = trainable_names(student, args.dp_enabled)
+        params = dict(student.named_parameters())
+        initial = {n: params[n].detach().clone() for n in self.names}
+
+        train_texts, heldout = load_corpus(args, texts)
+        if fl.eval_max_records is not None:
+            heldout = heldout[: fl.eval_max_records]
+        self.devices = DeviceData(train_texts, fl, seed)
+        self.device_summary = self.devices.summary()
+        self.evaluator = GlobalEvaluator(student, self.tokenizer, heldout, fairness_prompts(args, fl),
+                                         batch_size=args.per_device_eval_batch_size)
+        self.label = label = f"[{name}] " if name else ""
+        sizes = self.device_summary["sizes"]
+        print_fn(f"{label}{fl.num_devices} devices ({fl.partition} partition, sizes {min(sizes)}–{max(sizes)}), "
+                 f"{fl.devices_per_round} a round by {fl.selection} selection, {fl.setting} setting, "
+                 f"{fl.num_rounds} rounds of {fl.local_steps} local steps")
+        self.result: dict[str, Any] = {}
+
+        def on_finish(state: dict[str, torch.Tensor], history: list[dict]) -> None:
+            self.result["state"], self.result["history"] = state, history
+
+        self.server = make_server_app(fl, seed, initial, self.evaluator, on_finish,
+                                      log_round=lambda e: print_fn(label + format_round(e, fl.num_rounds)))
+        self.client = make_client_app(local_train, DeviceRecords(fl, self.devices))
+
+    def finish(self) -> dict[str, Any]:
+        """Write the outputs of a finished run; returns the report."""
+        import flwr
+
+        if "history" not in self.result:
+            raise ConfigError("The federated run stopped before its last round (see Flower's errors above).")
+        args, fl, history = self.args, self.fl, self.result["history"]
+        report = {
+            "name": self.name, "federated": fl.to_dict(), "seed": self.seed, "devices": self.device_summary,
+            "local_training": {k: v for k, v in args.distill_dict().items() if k != "output_dir"},
+            "local_dp": bool(args.dp_enabled), "trainable_parameters": self.names,
+            "rounds": [dict(e) for e in history], "failures": failures(history),
+            "final": {k: history[-1].get(k) for k in ("perplexity", "cooccurrence_bias_mean_abs",
+                                                      "cooccurrence_bias_mean", "central_epsilon")},
+            "flwr_version": flwr.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "runtime_seconds": round(time.time() - self.start, 1),
+        }
+        local_eps: dict[int, float] = {}
+        for e in history:
+            for r in e.get("replied", []):
+                if "local_epsilon" in r:
+                    local_eps[r["device"]] = local_eps.get(r["device"], 0.0) + r["local_epsilon"]
+        if local_eps:
+            report["local_epsilon_per_device"] = local_eps  # basic composition over the device's trainings
+            report["local_epsilon_max"] = max(local_eps.values())
+        # the saved config re-runs one device's local step: max_steps = local_steps
+        saved = DistillationConfig(**{**args.distill_dict(), "max_steps": fl.local_steps})
+        save_outputs(args.output_dir, saved, self.student, self.tokenizer, self.result["state"], self.evaluator,
+                     report)
+        if report["failures"]:
+            self.print_fn(f"{self.label}{len(report['failures'])} device failure(s); the run went on without them "
+                          f"(see 'failures' in {REPORT_FILENAME}).")
+        return report
+
+
+def run_federated(args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
+                  texts: list[str] | None = None, name: str | None = None,
+                  print_fn: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the federated distillation in Flower's simulation engine; returns the report (also in
+    ``args.output_dir/fl_report.json``)."""
+    from flwr.simulation import run_simulation
+
+    run = FederatedRun(args, fl, local_train, texts=texts, name=name, print_fn=print_fn)
+    backend = {"client_resources": {"num_cpus": fl.client_cpus, "num_gpus": 0.0},
+               "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
+                             "object_store_memory": 256 * 1024 * 1024}}
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # CPU simulation: silence Ray's GPU tip
+    flwr_logger = logging.getLogger("flwr")
+    level, propagate = flwr_logger.level, flwr_logger.propagate
+    flwr_logger.setLevel(logging.WARNING)  # our per-round lines replace Flower's INFO log
+    flwr_logger.propagate = False  # Flower has its own handler: no second copy through the root logger
+    try:
+        run_simulation(server_app=run.server, client_app=run.client, num_supernodes=fl.num_devices,
+                       backend_config=backend)
+    finally:
+        flwr_logger.setLevel(level)
+        flwr_logger.propagate = propagate
+    return run.finish()
+
+
+def save_outputs(out: str, args: DistillationConfig, student: torch.nn.Module, tokenizer, state, evaluator,
+                 report: dict) -> None:
+    """The final global student (atomically), its fairness report, fl_report.json, the plot, the model card."""
+    from ..fairness.report import write_report
+    from ..hub import write_model_card
+    from ..hub.run_info import CONFIG_FILENAME
+
+    evaluator.load(state)  # the final global weights (frozen parameters are the initial ones everywhere)
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
+    try:
+        student.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
+        for fname in os.listdir(tmp):
+            os.replace(os.path.join(tmp, fname), os.path.join(out, fname))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    final = report["final"]
+    write_json({"eval_perplexity": final.get("perplexity")}, os.path.join(out, "all_results.json"))
+    if evaluator.last_report is not None:  # the last evaluation was of the final weights
+        write_report(evaluator.last_report, out)
+    write_json(report, os.path.join(out, REPORT_FILENAME))
+    plot_rounds({report.get("name") or "global student": report["rounds"]}, os.path.join(out, PLOT_FILENAME))
+    if write_model_card(out) is not None:
+        add_card_section(out)

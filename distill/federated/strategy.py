@@ -1,0 +1,164 @@
+"""`DeviceSelectionFedAvg`: Flower's FedAvg with uniform / activity-based selection of K of N devices.
+
+Each round, :meth:`configure_train`
+
+1. asks every connected device (a Flower ``query`` message carrying the round number) how many training
+   records it holds now, n_i (only the count leaves the device; a device that does not answer counts as 0),
+2. draws K devices from the server's seeded generator with :func:`~distill.federated.selection.select_devices`
+   (``uniform``, or ``activity``: p_i ∝ n_i^γ),
+3. sends the global student's weights to the K devices.
+
+Aggregation is Flower's own :meth:`FedAvg.aggregate_train`: the average of the returned weights, each weighted
+by its ``num-examples`` (the records the device trained on): w = Σ_k n_k w_k / Σ_k n_k. Under central DP the
+weight key is ``uniform-weight`` (1 for every device) because the clipping bound C/K that the noise is
+calibrated to holds for the unweighted mean only.
+
+Failures: Flower turns an exception on a device into an error reply; FedAvg averages the replies that
+arrived. :meth:`record_replies` keeps, per round, who was selected with which probability, who replied and
+who failed and why, for the run report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import WARNING
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+from flwr.supercore import log
+
+from ..errors import DistillError
+from .config import FederatedConfig
+from .selection import select_devices
+
+#: Keys of the MetricRecord a device returns.
+NUM_EXAMPLES = "num-examples"
+UNIFORM_WEIGHT = "uniform-weight"
+DEVICE_KEY = "device"
+HELD_KEY = "num-records"
+
+
+class DeviceSelectionFedAvg(FedAvg):
+    def __init__(self, fl: FederatedConfig, seed: int, wait_timeout: float = 300.0, reply_timeout: float = 3600.0):
+        super().__init__(fraction_train=1.0, min_train_nodes=fl.devices_per_round, min_available_nodes=fl.num_devices,
+                         weighted_by_key=UNIFORM_WEIGHT if fl.central_dp else NUM_EXAMPLES)
+        # the server evaluates the global student itself (evaluate_fn): no evaluation round on the devices
+        self.fraction_evaluate, self.min_evaluate_nodes = 0.0, 0
+        self.fl = fl
+        self.rng = np.random.default_rng(seed)
+        self.wait_timeout, self.reply_timeout = wait_timeout, reply_timeout
+        self.rounds: dict[int, dict] = {}
+        self._node_device: dict[int, int] = {}
+        self.current_round = 0
+
+    # ---- which devices exist and what they hold ------------------------------------------------------
+    def wait_for_devices(self, grid: Grid) -> list[int]:
+        start = time.monotonic()
+        while len(nodes := list(grid.get_node_ids())) < self.fl.num_devices:
+            if time.monotonic() - start > self.wait_timeout:
+                raise DistillError(f"Only {len(nodes)} of {self.fl.num_devices} devices connected within "
+                                   f"{self.wait_timeout:.0f} s: start more SuperNodes or lower num_devices.")
+            time.sleep(0.05)
+        return nodes
+
+    def held_records(self, server_round: int, grid: Grid) -> tuple[list[int], list[int | None], list[dict]]:
+        """``(counts, node of each device, failures)``: each device's number of records at this round."""
+        nodes = self.wait_for_devices(grid)
+        content = RecordDict({self.configrecord_key: ConfigRecord({"server-round": server_round})})
+        queries = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=n) for n in nodes]
+        counts = [0] * self.fl.num_devices
+        node_of: list[int | None] = [None] * self.fl.num_devices
+        failures = []
+        for reply in grid.send_and_receive(queries, timeout=self.reply_timeout):
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                failures.append({"device": self._node_device.get(node), "node": node, "stage": "query",
+                                 "reason": _reason(reply)})
+                continue
+            metrics = next(iter(reply.content.metric_records.values()))
+            device = int(metrics[DEVICE_KEY])
+            if not 0 <= device < self.fl.num_devices:
+                raise DistillError(f"Node {node} says it is device {device}, outside 0..{self.fl.num_devices - 1}: "
+                                   "check each SuperNode's partition-id.")
+            self._node_device[node] = device
+            node_of[device] = node
+            counts[device] = int(metrics[HELD_KEY])
+        return counts, node_of, failures
+
+    # ---- rounds --------------------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        start = time.time()
+        self.current_round = server_round
+        counts, node_of, failures = self.held_records(server_round, grid)
+        chosen, p = select_devices(counts, self.fl.devices_per_round, self.rng, self.fl.selection,
+                                   self.fl.activity_exponent)
+        self.rounds[server_round] = {
+            "round": server_round, "held_records": counts, "probabilities": [float(x) for x in p],
+            "selected": chosen, "selected_records": [counts[d] for d in chosen], "replied": [],
+            "failed": failures, "train_loss": None, "started": start,
+        }
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, [node_of[d] for d in chosen], MessageType.TRAIN)
+
+    def record_replies(self, server_round: int, replies: list[Message]) -> None:
+        """Note who replied (with its loss) and who failed in this round's training replies."""
+        info = self.rounds.setdefault(server_round, {"round": server_round, "replied": [], "failed": []})
+        info["replied"], losses, weights = [], [], []
+        info["failed"] = [f for f in info.get("failed", []) if f.get("stage") != "train"]
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                info["failed"].append({"device": self._node_device.get(node), "node": node, "stage": "train",
+                                       "reason": _reason(reply)})
+                continue
+            metrics = next(iter(reply.content.metric_records.values()))
+            entry = {"device": int(metrics[DEVICE_KEY]), "num_examples": int(metrics[NUM_EXAMPLES]),
+                     "train_loss": float(metrics["train-loss"])}
+            if float(metrics.get("local-epsilon", -1.0)) >= 0:
+                entry["local_epsilon"] = float(metrics["local-epsilon"])
+            info["replied"].append(entry)
+            losses.append(entry["train_loss"])
+            weights.append(entry["num_examples"])
+        info["train_loss"] = float(np.average(losses, weights=weights)) if losses else None
+        for f in info["failed"]:
+            if f["stage"] == "train":
+                log(WARNING, "Round %s: device %s failed and was left out of the average: %s", server_round,
+                    f["device"], f["reason"])
+
+    def _check_and_log_replies(self, replies: Iterable[Message], is_train: bool,
+                               validate: bool = True) -> tuple[list[Message], list[Message]]:
+        replies = list(replies)
+        if is_train:
+            self.record_replies(self.current_round, replies)
+        return super()._check_and_log_replies(replies, is_train, validate)
+
+
+class CentralDP(DifferentialPrivacyServerSideFixedClipping):
+    """Flower's central DP wrapper (server-side fixed clipping + Gaussian noise) that also records replies.
+
+    When a selected device fails, Flower's wrapper skips that round's aggregation (the global model stays as it
+    was, and no privacy is spent): the report says so.
+    """
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        inner: DeviceSelectionFedAvg = self.strategy
+        inner.record_replies(server_round, replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None:
+            inner.rounds[server_round]["aggregation_skipped"] = (
+                "central DP aggregates only complete rounds: a selected device failed")
+        return arrays, metrics
+
+
+def _reason(reply: Message) -> str:
+    reason = str(getattr(reply.error, "reason", reply.error))
+    lines = [ln.strip() for ln in reason.splitlines() if ln.strip()]
+    # Flower wraps the device's exception: keep its last line ("Message: ...") rather than Ray's traceback
+    tail = next((ln for ln in reversed(lines) if "Message:" in ln or "Error" in ln), lines[-1] if lines else "")
+    return tail[:300]
