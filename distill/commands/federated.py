@@ -16,7 +16,6 @@ import os
 import tempfile
 
 NAME = "federated"
-ORDER = 12
 HELP = ("Federated distillation on Flower: devices keep their data, the server selects K of N devices a round "
         "(uniform or by activity) and averages their students (static or continual setting, optional DP).")
 DESCRIPTION = HELP + """
