@@ -24,13 +24,14 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
-from .counterfactual.teacher_forward import role_reversed_teacher_targets
+from .counterfactual.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
+from .fused_loss import Counterfactual, TeacherSide, fused_distillation_loss
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .student import build_student, check_compatible
-from .teacher_head import output_log_probs, split_output_layer
+from .teacher_head import hidden_output_layer, no_logits, output_log_probs, split_output_layer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,11 @@ class DistillationTrainer(Trainer):
         self.teacher.eval()
         # body + output layer when that is exact and accelerate did not wrap the teacher (FSDP, ...)
         unwrapped = self.accelerator.unwrap_model(self.teacher)
-        self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
+        with self.accelerator.autocast():  # the probe compares with the forward, which runs under bf16/fp16 autocast
+            self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
+        # the loss through both output layers in chunks (fused_loss) when both split off exactly (and are not sharded)
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        self._student_head = hidden_output_layer(self.model) if args.loss_chunk_size != "off" and not sharded else None
         self._setup_counterfactual()
         # DP-SGD (distill.privacy): the engine takes over the train dataloader, the step and the accounting.
         self.privacy = None
@@ -156,31 +161,79 @@ class DistillationTrainer(Trainer):
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        if self.token_swapper is not None and self.args.alpha_kd > 0:
-            # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
-            logprobs, hidden, n_swapped = role_reversed_teacher_targets(
-                self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
-                mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
-                split=self._teacher_split)
-            if self.model.training:
-                share = torch.tensor(n_swapped / model_inputs["input_ids"].size(0), device=logprobs.device)
-                self._record_metrics({"crr_swapped_share": share})
-            return logprobs, hidden
-        if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
-            body, head = self._teacher_split
-            out = body(**model_inputs, output_hidden_states=need_hidden)
-            logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
-        else:
-            out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
-            logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
+        with self.accelerator.autocast():  # as the plain forward (prepare_model wraps it) under bf16/fp16
+            if self.token_swapper is not None and self.args.alpha_kd > 0:
+                # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
+                logprobs, hidden, n_swapped = role_reversed_teacher_targets(
+                    self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
+                    mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
+                    split=self._teacher_split)
+                self._record_swapped_share(n_swapped, model_inputs)
+                return logprobs, hidden
+            if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
+                body, head = self._teacher_split
+                out = body(**model_inputs, output_hidden_states=need_hidden)
+                logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
+            else:
+                out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
+                logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
         hidden = out.hidden_states[-1] if need_hidden else None
         return logprobs, hidden
+
+    def _record_swapped_share(self, n_swapped: int, model_inputs: dict[str, torch.Tensor]) -> None:
+        if self.model.training:
+            share = torch.tensor(n_swapped / model_inputs["input_ids"].size(0), device=model_inputs["input_ids"].device)
+            self._record_metrics({"crr_swapped_share": share})
+
+    @torch.no_grad()
+    def teacher_side(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
+                     ) -> tuple[TeacherSide, torch.Tensor | None]:
+        """The teacher's final hidden states (on x, and on x̃ under CRR) for the fused loss, and its last hidden
+        states if asked: :meth:`teacher_targets` without the ``[B, T, V]`` log-probs (split teacher only)."""
+        body, head = self._teacher_split
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        with self.accelerator.autocast():
+            if self.token_swapper is not None and self.args.alpha_kd > 0:
+                swapper = self.token_swapper
+                states, cf_states, slot, hidden, n_swapped = role_reversed_teacher_states(
+                    body, model_inputs, swapper, need_hidden=need_hidden)
+                self._record_swapped_share(n_swapped, model_inputs)
+                cf = Counterfactual(cf_states, slot, swapper.perm, swapper.gendered_ids, self.args.perturbation,
+                                    self.args.perturbation_lambda)
+                return TeacherSide(states, head, self.args.temperature, cf), hidden
+            out = body(**model_inputs, output_hidden_states=need_hidden)
+        hidden = out.hidden_states[-1] if need_hidden else None
+        return TeacherSide(out.last_hidden_state, head, self.args.temperature), hidden
+
+    def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """The loss through both output layers in chunks of positions (:mod:`distill.fused_loss`): the plain
+        loss and gradients without any ``[B, T, V]`` tensor. ``per_row``: the ``[B]`` losses DP-SGD clips.
+        ``None`` where it does not apply (``loss_chunk_size: off``, an output layer that does not split off)."""
+        args = self.args
+        if self._student_head is None or (self._teacher_split is None and (args.alpha_kd > 0 or args.alpha_cos > 0)):
+            return None
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits(inputs["labels"].device))
+        teacher, teacher_hidden = None, None
+        if args.alpha_kd > 0 or args.alpha_cos > 0:
+            teacher, teacher_hidden = self.teacher_side(inputs, need_hidden=args.alpha_cos > 0)
+        with self.accelerator.autocast():
+            return fused_distillation_loss(
+                outputs.hidden_states[-1], self._student_head, teacher, inputs["labels"], inputs.get("attention_mask"),
+                temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
+                teacher_hidden=teacher_hidden, per_row=per_row,
+                chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size)
 
     # ------------------------------------------------------------------------------------------------
     # loss
     # ------------------------------------------------------------------------------------------------
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):
+        fused = None if return_outputs else self.fused_loss(model, inputs)
+        if fused is not None:
+            self._record_metrics(fused[1])
+            return fused[0]
         args = self.args
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}

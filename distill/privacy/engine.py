@@ -188,6 +188,9 @@ class PrivacyEngine:
         """Per-row distillation losses ``[B]`` and the batch means of their terms."""
         from ..trainer import MODEL_INPUT_KEYS
 
+        fused = trainer.fused_loss(model, inputs, per_row=True)
+        if fused is not None:
+            return fused
         args = trainer.args
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
