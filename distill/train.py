@@ -5,79 +5,69 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 
-from transformers.trainer_utils import get_last_checkpoint
-
+from .checkpoints import (CheckpointCompleteCallback, check_not_finished, is_complete, last_complete_checkpoint,
+                          read_trainer_state)
 from .config import DistillationConfig
 from .data import prepare_datasets
 from .errors import ConfigError
 from .hub.push import check_can_push, publish_run
 from .models import load_tokenizer, resolve_builtin
+from .outputs import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
+from .outputs import check_output_dir as check_output_path
+from .parallel import check_parallel_engine
 
 logger = logging.getLogger(__name__)
-
-#: Files written at the top of output_dir by a finished run.
-CONFIG_FILENAME = "distill_config.yaml"
 
 
 def check_output_dir(args: DistillationConfig) -> None:
     """Refuse to train into a non-empty output_dir unless resuming or explicitly allowed (nothing is lost)."""
     out = args.output_dir
+    check_output_path(out, "output_dir")
     if args.resume_from_checkpoint or args.overwrite_output_dir:
         return
     if os.path.isdir(out) and os.listdir(out):
-        last = get_last_checkpoint(out)
-        hint = (f" To continue that run, pass --resume_from_checkpoint {last}." if last else "")
+        last = last_complete_checkpoint(out)
+        state = (read_trainer_state(last) or {}) if last else {}
+        unfinished = last and state.get("global_step", 0) < state.get("max_steps", 0)
+        hint = (f" To continue that run, pass --resume_from_checkpoint latest ({last}); otherwise choose"
+                if unfinished else " Choose")
         raise ConfigError(
             f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
-            "Otherwise choose a new --output_dir, or pass --overwrite_output_dir true."
+            "a new --output_dir, or pass --overwrite_output_dir true."
         )
 
 
 def resolve_resume(args: DistillationConfig) -> str | None:
-    """``resume_from_checkpoint``: a path, or 'true'/'latest' for the last checkpoint in output_dir."""
+    """``resume_from_checkpoint``: a path, or 'true'/'latest' for the last complete checkpoint in output_dir."""
     value = args.resume_from_checkpoint
     if value is None:
         return None
     if str(value).lower() in ("true", "latest", "last"):
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        last = last_complete_checkpoint(args.output_dir)
         if last is None:
-            raise ConfigError(f"No checkpoint-* folder in {args.output_dir} to resume from.")
-        return last
-    if not os.path.isdir(value):
+            raise ConfigError(f"No complete checkpoint-* folder in {args.output_dir} to resume from.")
+        value = last
+    elif not os.path.isdir(value):
         raise ConfigError(f"resume_from_checkpoint '{value}' is not a directory.")
+    elif not is_complete(value):
+        raise ConfigError(f"resume_from_checkpoint '{value}' is incomplete (no valid trainer_state.json: its save "
+                          "was interrupted): pass an earlier checkpoint, or 'latest' for the last complete one.")
+    check_not_finished(value, args)
     return value
 
 
 def save_student(trainer, args: DistillationConfig) -> None:
-    """Write model (safetensors), tokenizer and ``distill_config.yaml`` to output_dir via a temp dir.
-
-    Files are moved into place only once all of them are written, so an interrupted save never leaves
-    a half-written model next to a previous good one.
-    """
-    out = args.output_dir
-    if not trainer.is_world_process_zero():
-        return
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
-    try:
-        trainer.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors; no Trainer Hub push
-        args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
-        for name in os.listdir(tmp):
-            if name == "training_args.bin":  # pickle; the YAML config replaces it
-                os.remove(os.path.join(tmp, name))
-                continue
-            os.replace(os.path.join(tmp, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write the student, tokenizer and ``distill_config.yaml`` to ``args.output_dir`` (main process only,
+    atomically): :meth:`DistillationTrainer.save_student <distill.trainer.DistillationTrainer.save_student>`."""
+    trainer.save_student(args.output_dir)
 
 
 def build_trainer(args: DistillationConfig, texts: list[str] | None = None, callbacks=None, **trainer_kwargs):
     """Teacher, student, tokenizer, datasets and a ready :class:`~distill.trainer.DistillationTrainer`."""
     from .trainer import DistillationTrainer
 
+    check_parallel_engine(args)  # refuse an unsupported accelerate engine before preparing any data
     with args.main_process_first(desc="resolving builtin models"):
         resolve_builtin(args.teacher_model_name_or_path)  # rank 0 creates a builtin teacher, others wait
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
@@ -93,6 +83,7 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
         from .fairness.callback import FairnessCallback
 
         trainer.add_callback(FairnessCallback.from_trainer(trainer))
+    trainer.add_callback(CheckpointCompleteCallback())  # last: marks a checkpoint whole after every other save
     return trainer
 
 
@@ -108,13 +99,13 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     save_student(trainer, args)
+    if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
+        from .fairness.callback import write_final_report  # evaluates its share; the main one writes
+
+        write_final_report(trainer, args.output_dir)
     if trainer.is_world_process_zero():
         trainer.save_state()
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)
-        if args.fairness_enabled:  # the final student's fairness report, for the model card
-            from .fairness.callback import write_final_report
-
-            write_final_report(trainer, args.output_dir)
         publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer

@@ -195,21 +195,15 @@ def _trainer_batch(trainer):
 
 
 def _trainer_loss_and_grads(trainer, inputs, fused: bool, largest=None):
-    head = trainer._student_head
-    if not fused:
-        trainer._student_head = None
-    try:
-        model = trainer.model.eval()  # no dropout: both steps see the same network
-        model.zero_grad(set_to_none=True)
-        sizes = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
-            loss = trainer.compute_loss(model, inputs)
-        loss.backward()
-        if largest is not None:
-            largest.append(max(sizes))
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    finally:
-        trainer._student_head = head
+    model = trainer.model.eval()  # no dropout: both steps see the same network
+    model.zero_grad(set_to_none=True)
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):
+        loss = trainer.distillation_step_loss(model, inputs, fused=fused)[0]
+    loss.backward()
+    if largest is not None:
+        largest.append(max(sizes))
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 @pytest.mark.parametrize("perturbation", ["none", "mean"])
@@ -241,19 +235,17 @@ def test_loss_chunk_size_off_keeps_the_plain_path_and_bad_values_fail(tiny_args)
         tiny_args(loss_chunk_size="-3")
 
 
-def test_dp_engine_clips_the_fused_per_row_loss(tiny_args):
+def test_dp_per_row_loss_of_the_trainer_is_fused(tiny_args):
+    """The per-row losses DP-SGD clips (``distillation_step_loss(per_row=True)``) come from the fused path."""
     from distill.trainer import DistillationTrainer
 
     trainer = DistillationTrainer(args=tiny_args(dp_enabled=True, dp_noise_multiplier=1.0, packing=False,
                                                  temperature=2.0, alpha_kd=5.0, alpha_lm=2.0))
     inputs = _trainer_batch(trainer)
     model = trainer.model.eval()
-    with trainer.privacy.clipper.capture():
-        fused, fused_parts = trainer.privacy.forward(trainer, model, inputs)
-    trainer.privacy.clipper._captured = []
-    head, trainer._student_head = trainer._student_head, None
-    plain, plain_parts = trainer.privacy.forward(trainer, model, inputs)
-    trainer._student_head = head
+    fused, fused_parts, outputs = trainer.distillation_step_loss(model, inputs, per_row=True)
+    assert outputs.logits.shape[1] == 0  # the student's forward stopped before its output layer
+    plain, plain_parts, _ = trainer.distillation_step_loss(model, inputs, per_row=True, fused=False)
     assert fused.shape == (3,)
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fused_parts["loss_kd"], plain_parts["loss_kd"], rtol=1e-5, atol=1e-7)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "audit"
-ORDER = 40
 HELP = "Privacy audit: loss-threshold membership inference (AUC) and canary exposure; writes audit.json."
 DESCRIPTION = """Privacy audit of a causal LM.
 
@@ -36,12 +35,9 @@ def _read_texts(path: str, column: str, limit: int | None) -> list[str]:
     from ..errors import ConfigError
 
     if path.endswith((".txt", ".text")):
-        import os
+        from ..data import read_text
 
-        if not os.path.isfile(path):
-            raise ConfigError(f"'{path}' does not exist.")
-        with open(path, encoding="utf-8") as fh:
-            texts = [line.rstrip("\n") for line in fh if line.strip()]
+        texts = [line for line in read_text(path).splitlines() if line.strip()]
     else:
         texts = list(load_raw_datasets(train_file=path, text_column=column, validation_split_percentage=0)["train"][column])
     if not texts:
@@ -55,11 +51,14 @@ def run(args, extra) -> int:
 
     from ..errors import ConfigError
     from ..models import load_causal_lm, load_tokenizer
+    from ..outputs import check_output_file
     from ..privacy.audit import canary_exposure, exposure_dict, membership_auc, sequence_losses
     from ..privacy.canary import make_canary
 
     if (args.members is None) != (args.non_members is None):
         raise ConfigError("Give both --members and --non-members for membership inference (or neither).")
+    if args.output:
+        check_output_file(args.output, "output")  # before any work
     canaries = list(args.canary) + [make_canary(s) for s in args.canary_seed]
     if args.members is None and not canaries:
         raise ConfigError("Nothing to audit: give --members/--non-members and/or --canary / --canary-seed.")
