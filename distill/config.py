@@ -83,6 +83,13 @@ class DistillationConfig(TrainingArguments):
         default=0.0, metadata={"help": "Weight of 1 - cos(h_student, h_teacher) on last hidden states."}
     )
 
+    loss_chunk_size: str = field(
+        default="auto",
+        metadata={"help": "The loss runs the output layers over chunks of this many positions, so no [batch, length, "
+                  "vocab] tensor is held (same loss and gradients): 'auto' (~32 MiB of float32 logits a chunk on "
+                  "CPU, ~256 MiB on GPU), a number, or 'off' for the plain loss on full logits."},
+    )
+
     # ---- data -----------------------------------------------------------------------------------
     dataset_name: str | None = field(
         default=None,
@@ -195,6 +202,7 @@ class DistillationConfig(TrainingArguments):
         _check_choice("perturbation", self.perturbation, PERTURBATION_MODES)
         _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
         _check_choice("dp_mode", self.dp_mode, DP_MODES)
+        self.loss_chunk_size = _chunk_size(self.loss_chunk_size)
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
         for name in ("alpha_kd", "alpha_lm", "alpha_cos"):
@@ -270,6 +278,16 @@ class DistillationConfig(TrainingArguments):
         """Write the config so that ``distill train --config PATH`` re-runs it."""
         with open(path, "w", encoding="utf-8") as fh:
             yaml.safe_dump(self.distill_dict(), fh, sort_keys=True)
+
+
+def _chunk_size(value: Any) -> int | str:
+    """``loss_chunk_size``: 'auto', 'off' or a positive number of positions."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ConfigError(f"loss_chunk_size must be 'auto', 'off' or a positive number of positions, got {value!r}.")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -2,7 +2,9 @@
 
 Running the output layer ourselves lets the trainer divide the (``H``-wide) hidden states by the temperature
 instead of the (``V``-wide) logits, and lets counterfactual role reversal apply the output layer to only the
-positions of x̃ that differ from x (:mod:`distill.counterfactual.teacher_forward`).
+positions of x̃ that differ from x (:mod:`distill.counterfactual.teacher_forward`). The student's output layer is
+split off the same way, through its own forward (``logits_to_keep`` empty, last hidden state kept), so that the
+fused loss (:mod:`distill.fused_loss`) runs both output layers chunk by chunk.
 """
 
 from __future__ import annotations
@@ -41,3 +43,35 @@ def output_log_probs(head: nn.Module, hidden: torch.Tensor, temperature: float) 
     if temperature != 1.0 and getattr(head, "bias", None) is None and hidden.dtype == torch.float32:
         return teacher_log_probs(head(hidden / temperature), 1.0)
     return teacher_log_probs(head(hidden), temperature, inplace=True)
+
+
+def no_logits(device: torch.device | str | None = None) -> torch.Tensor:
+    """``logits_to_keep`` that keeps no position: the model's forward stops before its output layer."""
+    return torch.zeros(0, dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def hidden_output_layer(model: nn.Module) -> nn.Module | None:
+    """The output layer of a causal LM whose logits are ``output_layer(hidden_states[-1])`` and whose forward
+    takes ``logits_to_keep`` (so a training step can run the forward without its output layer), else ``None``.
+
+    Checked numerically on a probe input in eval mode (the model's mode is restored).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or getattr(head, "weight", None) is None:
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        probe = (torch.arange(6, device=head.weight.device) * 7919 % head.weight.shape[0])[None]
+        full = model(input_ids=probe).logits.float()
+        out = model(input_ids=probe, output_hidden_states=True, logits_to_keep=no_logits(head.weight.device))
+        split = head(out.hidden_states[-1]).float()
+        if out.logits.shape[1] != 0 or full.shape != split.shape or not torch.allclose(full, split, rtol=1e-4,
+                                                                                        atol=1e-4):
+            return None
+    except Exception:  # noqa: BLE001 - any model that cannot run this way keeps the plain loss
+        return None
+    finally:
+        model.train(was_training)
+    return head

@@ -35,15 +35,16 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
-from .counterfactual.teacher_forward import role_reversed_teacher_targets
+from .counterfactual.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
+from .fused_loss import Counterfactual, TeacherSide, fused_distillation_loss
 from .hub.run_info import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .parallel import check_parallel_engine
 from .student import build_student, check_compatible
-from .teacher_head import output_log_probs, split_output_layer
+from .teacher_head import hidden_output_layer, no_logits, output_log_probs, split_output_layer
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,11 @@ class DistillationTrainer(Trainer):
         self.teacher.eval()
         # body + output layer when that is exact and accelerate did not wrap the teacher (FSDP, ...)
         unwrapped = self.accelerator.unwrap_model(self.teacher)
-        self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
+        with self.accelerator.autocast():  # the probe compares with the forward, which runs under bf16/fp16 autocast
+            self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
+        # the loss through both output layers in chunks (fused_loss) when both split off exactly (and are not sharded)
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        self._student_head = hidden_output_layer(self.model) if args.loss_chunk_size != "off" and not sharded else None
         self._setup_counterfactual()
         # DP-SGD (distill.privacy): records sampler, per-record clipping, noise and accounting; the step is ours.
         self.privacy = None
@@ -215,32 +220,80 @@ class DistillationTrainer(Trainer):
                          ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         """Teacher targets and, with counterfactual role reversal, the number of swapped rows."""
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        if self.token_swapper is not None and self.args.alpha_kd > 0:
-            # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
-            logprobs, hidden, n_swapped = role_reversed_teacher_targets(
-                self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
-                mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
-                split=self._teacher_split)
-            return logprobs, hidden, n_swapped
-        if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
-            body, head = self._teacher_split
-            out = body(**model_inputs, output_hidden_states=need_hidden)
-            logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
-        else:
-            out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
-            logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
+        with self.accelerator.autocast():  # as the plain forward (prepare_model wraps it) under bf16/fp16
+            if self.token_swapper is not None and self.args.alpha_kd > 0:
+                # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
+                logprobs, hidden, n_swapped = role_reversed_teacher_targets(
+                    self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
+                    mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
+                    split=self._teacher_split)
+                return logprobs, hidden, n_swapped
+            if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
+                body, head = self._teacher_split
+                out = body(**model_inputs, output_hidden_states=need_hidden)
+                logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
+            else:
+                out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
+                logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
         hidden = out.hidden_states[-1] if need_hidden else None
         return logprobs, hidden, None
+
+    @torch.no_grad()
+    def teacher_side(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
+                     ) -> tuple[TeacherSide, torch.Tensor | None, int | None]:
+        """The teacher's final hidden states (on x, and on x̃ under CRR) for the fused loss, its last hidden states
+        if asked and the number of swapped rows: :meth:`_teacher_forward` without the ``[B, T, V]`` log-probs."""
+        body, head = self._teacher_split
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        with self.accelerator.autocast():
+            if self.token_swapper is not None and self.args.alpha_kd > 0:
+                swapper = self.token_swapper
+                states, cf_states, slot, hidden, n_swapped = role_reversed_teacher_states(
+                    body, model_inputs, swapper, need_hidden=need_hidden)
+                cf = Counterfactual(cf_states, slot, swapper.perm, swapper.gendered_ids, self.args.perturbation,
+                                    self.args.perturbation_lambda)
+                return TeacherSide(states, head, self.args.temperature, cf), hidden, n_swapped
+            out = body(**model_inputs, output_hidden_states=need_hidden)
+        hidden = out.hidden_states[-1] if need_hidden else None
+        return TeacherSide(out.last_hidden_state, head, self.args.temperature), hidden, None
+
+    def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
+        """:meth:`distillation_step_loss` through both output layers in chunks of positions
+        (:mod:`distill.fused_loss`): the same loss and gradients without any ``[B, T, V]`` tensor (the student's
+        outputs hold no logits). ``None`` where it does not apply (``loss_chunk_size: off``, an output layer that
+        does not split off)."""
+        args = self.args
+        if self._student_head is None or (self._teacher_split is None and (args.alpha_kd > 0 or args.alpha_cos > 0)):
+            return None
+        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
+        outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits(inputs["labels"].device))
+        teacher, teacher_hidden, n_swapped = None, None, None
+        if args.alpha_kd > 0 or args.alpha_cos > 0:
+            teacher, teacher_hidden, n_swapped = self.teacher_side(inputs, need_hidden=args.alpha_cos > 0)
+        with self.accelerator.autocast():
+            loss, parts = fused_distillation_loss(
+                outputs.hidden_states[-1], self._student_head, teacher, inputs["labels"], inputs.get("attention_mask"),
+                temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
+                teacher_hidden=teacher_hidden, per_row=per_row,
+                chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size)
+        if n_swapped is not None:
+            parts["crr_swapped_share"] = torch.tensor(n_swapped / model_inputs["input_ids"].size(0))
+        return loss, parts, outputs
 
     # ------------------------------------------------------------------------------------------------
     # loss
     # ------------------------------------------------------------------------------------------------
-    def distillation_step_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
+    def distillation_step_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False,
+                               fused: bool = True):
         """Student and teacher forward on a batch, and ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)``.
 
         Returns ``(loss, parts, student_outputs)``: the loss is the mean over the batch's counted tokens, or with
         ``per_row=True`` one loss per row ``[B]`` (each row's own token mean: what DP-SGD clips); ``parts`` are
-        the detached batch means of the terms (and ``crr_swapped_share`` with role reversal)."""
+        the detached batch means of the terms (and ``crr_swapped_share`` with role reversal). ``fused``: through
+        :meth:`fused_loss` where it applies (its outputs hold no logits)."""
+        result = self.fused_loss(model, inputs, per_row) if fused else None
+        if result is not None:
+            return result
         args = self.args
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
@@ -260,7 +313,7 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):
-        loss, parts, outputs = self.distillation_step_loss(model, inputs)
+        loss, parts, outputs = self.distillation_step_loss(model, inputs, fused=not return_outputs)
         self._record_metrics(parts, inputs["input_ids"].shape[0])
         return (loss, outputs) if return_outputs else loss
 

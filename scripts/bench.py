@@ -26,11 +26,17 @@ A step is the trainer's own ``training_step`` (student forward, teacher targets,
 optimizer step and ``zero_grad``. Contenders run round-robin (``--repeat`` rounds of ``--steps`` steps each,
 after ``--warmup`` steps each, the order reversed every other round); a ratio is the median over rounds of the
 round's ratio of median step times, so drifting machine load hits both sides alike.
-With a GPU the script also reports absolute tokens/s for GPT-2 (12 x 768) -> 6-layer student at real shapes
-(random weights); ``--real-shapes`` forces that part on CPU.
+6. ``real_shapes`` (on a GPU, or with ``--real-shapes``): GPT-2 small's shapes (12 x 768 teacher, 50257 tokens,
+   random weights) -> a 6-layer student copied from it, batch ``--gpu-batch`` x ``--gpu-seq``. Contenders
+   ``kd``, ``crr``, ``dp_fast``, ``dp_ghost`` (opacus ghost clipping), ``kd_plain`` (``loss_chunk_size: off``: the
+   unfused loss on full logits), ``kd_matched`` (GKD's loss) and ``trl_gkd``. First the peak memory of each in a
+   fresh process (as in 4), then step times round-robin in one process that shares one teacher; ratios
+   ``kd_vs_trl``, ``kd_mem_vs_trl``, ``crr_vs_kd``, ``dp_vs_nondp``, ``dp_mem_vs_nondp``, ``fused_vs_plain``, ...
+   and ``peak_mb`` per contender. ``--skip-tiny`` runs this part alone.
 
     pip install -e ".[bench]"          # TRL, for the kd_vs_trl comparison (skipped when missing)
     python scripts/bench.py [--json] [--steps 5] [--repeat 4] [--threads N]
+    python scripts/bench.py --real-shapes --skip-tiny --gpu-batch 2 --gpu-seq 512 --json
 """
 
 from __future__ import annotations
@@ -93,8 +99,9 @@ def trl_available() -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 # contenders
 # ---------------------------------------------------------------------------------------------------------------
-def make_gkd_trainer(student, teacher_dir: str, tokenizer, batch: int, workdir: str):
-    """TRL's GKDTrainer, off-policy (lmbda=0, beta=0), configured like our trainers."""
+def make_gkd_trainer(student, teacher_dir: str, tokenizer, batch: int, workdir: str, teacher=None, bf16: bool = False):
+    """TRL's GKDTrainer, off-policy (lmbda=0, beta=0), configured like our trainers (``teacher``: an already
+    loaded teacher to share; ``bf16`` as ours)."""
     from transformers import AutoModelForCausalLM
     from datasets import Dataset
     from transformers.utils import logging as hf_logging
@@ -107,9 +114,9 @@ def make_gkd_trainer(student, teacher_dir: str, tokenizer, batch: int, workdir: 
                         GKDConfig.__dataclass_fields__ else {"gradient_checkpointing": False})
     args = GKDConfig(output_dir=os.path.join(workdir, "trl"), lmbda=0.0, beta=0.0, seq_kd=False,
                      temperature=MATCHED["temperature"], learning_rate=MATCHED["learning_rate"], optim=MATCHED["optim"],
-                     per_device_train_batch_size=batch, bf16=False, fp16=False, disable_dropout=False,
+                     per_device_train_batch_size=batch, bf16=bf16, fp16=False, disable_dropout=False,
                      use_cpu=not cuda, report_to="none", seed=0, disable_tqdm=True, **no_checkpointing)
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    teacher = teacher if teacher is not None else AutoModelForCausalLM.from_pretrained(teacher_dir)
     # the steps are fed by hand (training_step), so the dataset only satisfies the constructor
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_dict({"text": ["unused"]}), data_collator=lambda rows: rows)
@@ -256,37 +263,140 @@ def bench_eval(a) -> dict:
             "eval_identical_outputs": r["identical_outputs"]}
 
 
-def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
-    """Absolute tokens/s for GPT-2 (12 x 768, 50257) -> 6-layer student at real shapes, random weights."""
+#: GPT-2-shape contenders: ours (fused loss unless ``kd_plain``), opacus ghost clipping, TRL's GKDTrainer
+REAL_CONTENDERS = ("kd", "kd_plain", "crr", "dp_fast", "dp_ghost", "kd_matched", "trl_gkd")
+
+
+def save_gpt2_shape_teacher(path: str, layers: int = 12, width: int = 768) -> str:
+    """GPT-2 small's shapes (12 x 768, 50257 tokens, 1024 positions) with random weights, and GPT-2's tokenizer
+    (``layers``/``width``: smaller teachers for smoke tests)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from distill.models import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)
-    teacher_dir = os.path.join(workdir, "gpt2-shape")
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.eos_token_id)).save_pretrained(teacher_dir)
-    tok.save_pretrained(teacher_dir)
-    from bench_dp import make_trainer
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_layer=layers, n_embd=width, n_head=max(1, width // 64),
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.eos_token_id)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
-    trainers = {"kd": make_trainer("non-dp", teacher_dir, a.gpu_batch, workdir, student_num_layers=6, **RECIPE)}
-    trainers["crr"] = make_trainer("non-dp", teacher_dir, a.gpu_batch, workdir + "/crr", student_num_layers=6,
-                                   perturbation="mean", **RECIPE)
-    trainers["dp_fast"] = make_trainer("fast", teacher_dir, a.gpu_batch, workdir, student_num_layers=6, **RECIPE)
-    if with_trl:
-        trainers["kd_matched"] = make_trainer("non-dp", teacher_dir, a.gpu_batch, workdir + "/matched",
-                                              student_num_layers=6, **MATCHED)
-        trainers["trl_gkd"] = make_gkd_trainer(copy.deepcopy(trainers["kd"].model), teacher_dir, tok, a.gpu_batch,
-                                               workdir)
-    for t in trainers.values():
-        t.model.train()
-    batch = demo_batch(tok, a.gpu_batch, a.gpu_seq, trainers["kd"].args.device)
-    timings = time_contenders(trainers, batch, a.steps, a.repeat, a.warmup)
+
+def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, teacher=None, bf16: bool = False,
+                        student_layers: int = 6):
+    """One GPT-2-shape contender (see :data:`REAL_CONTENDERS`): a 6-layer student copied from the teacher.
+
+    ``kd``/``crr``/``dp_*``/``kd_plain`` use the shipped recipe's loss (``kd_plain`` with ``loss_chunk_size: off``,
+    the unfused loss on full logits); ``kd_matched`` GKD's loss, against ``trl_gkd``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from bench_dp import make_trainer
+    from distill.student import build_student
+
+    if teacher is None:
+        teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    if name == "trl_gkd":
+        from distill.models import load_tokenizer
+
+        student = build_student(teacher, num_layers=student_layers)
+        return make_gkd_trainer(student, teacher_dir, load_tokenizer(teacher_dir), batch, workdir, teacher=teacher,
+                                bf16=bf16)
+    mode = {"dp_fast": "fast", "dp_ghost": "ghost"}.get(name, "non-dp")
+    extra = dict(MATCHED if name == "kd_matched" else RECIPE, student_num_layers=student_layers, bf16=bf16)
+    if name == "crr":
+        extra["perturbation"] = "mean"
+    if name == "kd_plain":
+        extra["loss_chunk_size"] = "off"
+    trainer = make_trainer(mode, teacher_dir, batch, os.path.join(workdir, name), teacher_model=teacher, **extra)
+    trainer.model.train()
+    return trainer
+
+
+def real_memory_child(name: str, teacher_dir: str, batch: int, seq: int, steps: int, bf16: bool,
+                      student_layers: int = 6) -> dict:
+    """In a fresh process: the peak memory of ``name``'s training steps (see ``bench_dp.peak_memory``)."""
+    from bench_dp import peak_memory
+
+    if name == "trl_gkd":
+        gkd_classes()  # TRL's imports before the baseline, like opacus'
+
+    def build(work):
+        trainer = make_real_contender(name, teacher_dir, batch, work, bf16=bf16, student_layers=student_layers)
+        batch_ = demo_batch(trainer.processing_class, batch, seq, trainer.args.device)
+        return trainer, inputs_for(name, batch_)
+
+    return {"contender": name, **peak_memory(build, steps)}
+
+
+def measure_real_memory(name: str, a, teacher_dir: str) -> dict:
+    """:func:`real_memory_child` in a fresh interpreter."""
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--_real-memory-child", name, "--_teacher", teacher_dir,
+           "--gpu-batch", str(a.gpu_batch), "--gpu-seq", str(a.gpu_seq), "--real-memory-steps",
+           str(a.real_memory_steps), "--real-student-layers", str(a.real_student_layers)] + (["--bf16"] if a.bf16
+                                                                                            else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(f"memory run for {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def real_shape_contenders(a, with_trl: bool) -> list[str]:
+    names = [n for n in (a.real_contenders.split(",") if a.real_contenders else REAL_CONTENDERS)]
+    unknown = sorted(set(names) - set(REAL_CONTENDERS))
+    if unknown:
+        raise SystemExit(f"--real-contenders: unknown {', '.join(unknown)}; choose from {', '.join(REAL_CONTENDERS)}")
+    return [n for n in names if with_trl or n != "trl_gkd"]
+
+
+def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
+    """GPT-2 (12 x 768, 50257) -> 6-layer student, random weights: peak memory of each contender in a fresh
+    process, then step times round-robin in one process (one shared teacher), tokens/s and the ratios."""
+    from transformers import AutoModelForCausalLM
+
+    teacher_dir = save_gpt2_shape_teacher(os.path.join(workdir, "gpt2-shape"), a.real_teacher_layers, a.real_width)
+    names = real_shape_contenders(a, with_trl)
+    memory = {}
+    for name in names:
+        log(f"  peak memory: {name} (fresh process)")
+        memory[name] = measure_real_memory(name, a, teacher_dir)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
+    trainers = {}
+    for name in names:
+        trainers[name] = make_real_contender(name, teacher_dir, a.gpu_batch, workdir, teacher=teacher, bf16=a.bf16,
+                                             student_layers=a.real_student_layers)
+    first = trainers[names[0]]
+    batch = demo_batch(first.processing_class, a.gpu_batch, a.gpu_seq, first.args.device)
+    log(f"  step times: {a.real_repeat} rounds x {a.real_steps} steps per contender, round-robin")
+    timings = time_contenders(trainers, batch, a.real_steps, a.real_repeat, a.real_warmup)
     med = {n: timings.median(n) for n in trainers}
+    peak = {n: m["train_peak_mb"] for n, m in memory.items()}
     tokens = a.gpu_batch * a.gpu_seq
-    return {"batch": a.gpu_batch, "seq": a.gpu_seq, "tokens_per_second": {n: tokens / s for n, s in med.items()},
-            "step_seconds": med}
+
+    def ratio(x, y, table=None):
+        if x not in trainers or y not in trainers:
+            return None
+        return table[x] / table[y] if table is not None else timings.ratio(x, y)
+
+    return {"batch": a.gpu_batch, "seq": a.gpu_seq, "bf16": a.bf16,
+            "kd_vs_trl": ratio("kd_matched", "trl_gkd"), "kd_mem_vs_trl": ratio("kd_matched", "trl_gkd", peak),
+            "crr_vs_kd": ratio("crr", "kd"), "dp_vs_nondp": ratio("dp_fast", "kd"),
+            "dp_mem_vs_nondp": ratio("dp_fast", "kd", peak), "ghost_vs_nondp": ratio("dp_ghost", "kd"),
+            "ghost_mem_vs_nondp": ratio("dp_ghost", "kd", peak), "fused_vs_plain": ratio("kd", "kd_plain"),
+            "fused_mem_vs_plain": ratio("kd", "kd_plain", peak), "peak_mb": peak,
+            "tokens_per_second": {n: tokens / s for n, s in med.items()}, "step_seconds": med,
+            "memory": memory, "settings": {"repeat": a.real_repeat, "steps": a.real_steps, "warmup": a.real_warmup,
+                                           "memory_steps": a.real_memory_steps,
+                                           "teacher": f"GPT-2 {a.real_teacher_layers}x{a.real_width}, vocab 50257, "
+                                                      "random weights",
+                                           "student": f"{a.real_student_layers} blocks copied from the teacher"}}
+
+
+#: GPT-2-shape targets (value of ``real_shapes[key]``), from the issue that set them
+REAL_TARGETS = {"kd_mem_vs_trl": 0.5, "kd_vs_trl": 0.9, "crr_vs_kd": 1.3, "dp_vs_nondp": 1.3, "dp_mem_vs_nondp": 1.2}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,21 +419,28 @@ def environment() -> dict:
             **{pkg: version(pkg) for pkg in ("torch", "transformers", "accelerate", "opacus", "trl")}}
 
 
-def verdicts(result: dict) -> dict:
+def verdicts(result: dict, targets: dict | None = None) -> dict:
+    """``{key: {value, target, met}}`` for the tiny-shape targets, or for ``targets`` (``key -> upper bound``)."""
+    table = TARGETS if targets is None else {k: (v, True) for k, v in targets.items()}
     out = {}
-    for key, (target, lower) in TARGETS.items():
+    for key, (target, lower) in table.items():
         value = result.get(key)
         met = None if value is None else (value <= target if lower else value >= target)
         out[key] = {"value": value, "target": f"{'<=' if lower else '>='} {target}", "met": met}
     return out
 
 
-def format_table(result: dict) -> str:
+def _verdict_lines(targets: dict) -> list[str]:
     lines = [f"{'comparison':24s} {'ratio':>8s} {'target':>8s}  met", "-" * 48]
-    for key, v in result["targets"].items():
+    for key, v in targets.items():
         value = "n/a" if v["value"] is None else f"{v['value']:.2f}x"
         met = "-" if v["met"] is None else ("yes" if v["met"] else "NO")
         lines.append(f"{key:24s} {value:>8s} {v['target']:>8s}  {met}")
+    return lines
+
+
+def format_table(result: dict) -> str:
+    lines = _verdict_lines(result["targets"]) if result.get("targets") else []
     for key in ("opacus_hooks_vs_nondp", "opacus_ghost_vs_nondp", "dp_vs_nondp_frozen"):
         if result.get(key) is not None:
             lines.append(f"{key:24s} {result[key]:7.2f}x {'(info)':>8s}")
@@ -331,13 +448,21 @@ def format_table(result: dict) -> str:
         m = result["memory_mb"]
         lines.append(f"training memory (peak above the post-import baseline): non-DP {m['non-dp']['train_peak_mb']:.0f} "
                      f"MB, DP fast {m['dp_fast']['train_peak_mb']:.0f} MB")
-    lines.append("median step time (s): " + ", ".join(f"{n} {s:.4f}" for n, s in result["step_seconds"].items()))
+    if result.get("step_seconds"):
+        lines.append("median step time (s): " + ", ".join(f"{n} {s:.4f}" for n, s in result["step_seconds"].items()))
     if result.get("loss_parity_abs_diff") is not None:
         lines.append(f"our KD loss vs GKD's loss on the batch: |diff| = {result['loss_parity_abs_diff']:.2e}")
     if result.get("real_shapes"):
         r = result["real_shapes"]
-        lines.append(f"GPT-2 -> 6 layers, batch {r['batch']} x {r['seq']}: tokens/s " +
-                     ", ".join(f"{n} {v:,.0f}" for n, v in r["tokens_per_second"].items()))
+        lines.append(f"{r['settings']['teacher']} -> {r['settings']['student']}, batch {r['batch']} x {r['seq']}"
+                     f"{', bf16' if r['bf16'] else ''}:")
+        lines += _verdict_lines(r["targets"])
+        for key in ("ghost_vs_nondp", "ghost_mem_vs_nondp", "fused_vs_plain", "fused_mem_vs_plain"):
+            if r.get(key) is not None:
+                lines.append(f"{key:24s} {r[key]:7.2f}x {'(info)':>8s}")
+        lines.append("peak training memory (MB): " + ", ".join(f"{n} {v:,.0f}" for n, v in r["peak_mb"].items()))
+        lines.append("median step time (s): " + ", ".join(f"{n} {v:.2f}" for n, v in r["step_seconds"].items()))
+        lines.append("tokens/s: " + ", ".join(f"{n} {v:,.0f}" for n, v in r["tokens_per_second"].items()))
     if result.get("notes"):
         lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
@@ -355,10 +480,38 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-new-tokens", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory comparison (two fresh processes)")
-    ap.add_argument("--real-shapes", action="store_true", help="also time GPT-2 shapes on CPU (default: GPU only)")
-    ap.add_argument("--gpu-batch", type=int, default=8)
-    ap.add_argument("--gpu-seq", type=int, default=512)
+    ap.add_argument("--real-shapes", action="store_true",
+                    help="also measure GPT-2 shapes on CPU (default: on a GPU only): memory, step time, TRL")
+    ap.add_argument("--skip-tiny", action="store_true", help="only the GPT-2-shape part (with --real-shapes)")
+    ap.add_argument("--gpu-batch", "--real-batch", dest="gpu_batch", type=int, default=8,
+                    help="GPT-2-shape batch size (rows)")
+    ap.add_argument("--gpu-seq", "--real-seq", dest="gpu_seq", type=int, default=512,
+                    help="GPT-2-shape sequence length (tokens)")
+    ap.add_argument("--real-repeat", type=int, default=2, help="GPT-2 shapes: rounds of the round-robin")
+    ap.add_argument("--real-steps", type=int, default=1, help="GPT-2 shapes: timed steps per contender per round")
+    ap.add_argument("--real-warmup", type=int, default=1, help="GPT-2 shapes: untimed steps per contender first")
+    ap.add_argument("--real-memory-steps", type=int, default=1,
+                    help="GPT-2 shapes: steps measured for peak memory (after one untimed step)")
+    ap.add_argument("--real-contenders", default=None,
+                    help=f"comma-separated subset of {','.join(REAL_CONTENDERS)} (default: all)")
+    ap.add_argument("--bf16", action="store_true", help="GPT-2 shapes in bf16 mixed precision (all contenders)")
+    ap.add_argument("--real-teacher-layers", type=int, default=12, help="teacher depth (GPT-2 small: 12)")
+    ap.add_argument("--real-width", type=int, default=768, help="teacher and student width (GPT-2 small: 768)")
+    ap.add_argument("--real-student-layers", type=int, default=6, help="student depth (DistilGPT-2: 6)")
+    ap.add_argument("--_real-memory-child", dest="real_memory_child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_teacher", dest="teacher", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.real_memory_child:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        r = real_memory_child(a.real_memory_child, a.teacher, a.gpu_batch, a.gpu_seq, a.real_memory_steps, a.bf16,
+                              a.real_student_layers)
+        print(json.dumps(r))
+        return r
+    if a.skip_tiny and not a.real_shapes:
+        ap.error("--skip-tiny leaves nothing to run without --real-shapes")
     tune_cpu_allocator()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -375,21 +528,23 @@ def main(argv: list[str] | None = None) -> dict:
         result["notes"].append("TRL is not installed, kd_vs_trl skipped: pip install -e '.[bench]'")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        teacher = make_teacher(os.path.join(work, "teacher"))
-        log(f"[1/4] step times: {a.repeat} rounds x {a.steps} steps per contender, batch {a.batch} x {a.seq}")
-        result.update(bench_steps(a, teacher, work, with_trl))
-        if not a.no_memory:
-            log("[2/4] peak memory, DP vs non-DP (fresh process each)")
-            result.update(bench_memory(a, teacher))
-        log(f"[3/4] fairness-evaluation generation: {a.eval_prompts} prompts x {a.eval_new_tokens} tokens")
-        result.update(bench_eval(a))
+        if not a.skip_tiny:
+            teacher = make_teacher(os.path.join(work, "teacher"))
+            log(f"[1/4] step times: {a.repeat} rounds x {a.steps} steps per contender, batch {a.batch} x {a.seq}")
+            result.update(bench_steps(a, teacher, work, with_trl))
+            if not a.no_memory:
+                log("[2/4] peak memory, DP vs non-DP (fresh process each)")
+                result.update(bench_memory(a, teacher))
+            log(f"[3/4] fairness-evaluation generation: {a.eval_prompts} prompts x {a.eval_new_tokens} tokens")
+            result.update(bench_eval(a))
+            result["targets"] = verdicts(result)
         if torch.cuda.is_available() or a.real_shapes:
             log(f"[4/4] GPT-2 -> 6-layer student at real shapes, batch {a.gpu_batch} x {a.gpu_seq}")
             result["real_shapes"] = bench_real_shapes(a, work, with_trl)
+            result["real_shapes"]["targets"] = verdicts(result["real_shapes"], REAL_TARGETS)
         else:
             result["real_shapes"] = None
-            result["notes"].append("no GPU: absolute GPT-2-shape throughput not measured (--real-shapes forces it)")
-    result["targets"] = verdicts(result)
+            result["notes"].append("no GPU: GPT-2-shape memory and throughput not measured (--real-shapes forces it)")
     result["settings"] = {"batch": a.batch, "seq": a.seq, "steps": a.steps, "repeat": a.repeat, "warmup": a.warmup,
                           "teacher": "GPT-2 4x64, vocab 50257", "student": "2 blocks copied from the teacher",
                           "loss_vs_trl": MATCHED, "loss_otherwise": RECIPE}

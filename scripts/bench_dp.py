@@ -38,8 +38,9 @@ from distill.runtime import tune_cpu_allocator  # noqa: E402
 MODES = ("non-dp", "non-dp-frozen", "fast", "hooks", "ghost")
 
 
-def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, **extra):
-    """A trainer for ``mode`` (see MODES); ``extra`` are further DistillationConfig keys."""
+def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, teacher_model=None, **extra):
+    """A trainer for ``mode`` (see MODES); ``extra`` are further DistillationConfig keys. ``teacher_model``: an
+    already loaded teacher to share between trainers (default: loaded from ``teacher_dir``)."""
     from transformers.utils import logging as hf_logging
 
     from distill.config import DistillationConfig
@@ -52,7 +53,7 @@ def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, **extra)
                 student_num_layers=2, per_device_train_batch_size=batch, learning_rate=1e-4,
                 use_cpu=not torch.cuda.is_available(), report_to="none", seed=0, disable_tqdm=True, **dp)
     args = DistillationConfig(**{**keys, **extra})
-    trainer = DistillationTrainer(args=args)
+    trainer = DistillationTrainer(args=args, teacher_model=teacher_model)
     if mode == "non-dp-frozen":
         from distill.privacy import freeze_embeddings
 
@@ -110,6 +111,16 @@ def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extr
     peak - base`` is the memory the training needs (models, optimizer state, activations, per-sample state): on
     CPU the counterpart of CUDA's ``max_memory_allocated``, which is what is reported on a GPU.
     """
+    def build(work):
+        trainer = make_trainer(mode, teacher, batch, work, **(extra or {}))
+        return trainer, make_batch(trainer, batch, seq)
+
+    print(json.dumps({"mode": mode, **peak_memory(build, steps)}))
+
+
+def peak_memory(build, steps: int) -> dict:
+    """Peak memory of ``steps`` training steps of the ``(trainer, inputs)`` that ``build(workdir)`` returns, in
+    this (fresh) process: see :func:`memory_child`."""
     import opacus  # noqa: F401  (imported up front so that no mode's peak counts library imports)
 
     import distill.privacy  # noqa: F401
@@ -121,8 +132,7 @@ def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extr
     cuda = torch.cuda.is_available()
     base = _vm_kb("VmRSS")
     with tempfile.TemporaryDirectory() as work:
-        trainer = make_trainer(mode, teacher, batch, work, **(extra or {}))
-        inputs = make_batch(trainer, batch, seq)
+        trainer, inputs = build(work)
         one_step(trainer, inputs)  # optimizer state etc. exist from here on
         rest = _vm_kb("VmRSS")
         rest_cuda = torch.cuda.memory_allocated() if cuda else 0
@@ -133,13 +143,13 @@ def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extr
         for _ in range(steps):
             one_step(trainer, inputs)
         peak = _vm_kb("VmHWM")
-        result = {"mode": mode, "base_rss_mb": base / 1024, "rest_rss_mb": rest / 1024, "peak_rss_mb": peak / 1024,
+        result = {"base_rss_mb": base / 1024, "rest_rss_mb": rest / 1024, "peak_rss_mb": peak / 1024,
                   "train_peak_mb": (peak - base) / 1024, "step_peak_over_rest_mb": (peak - rest) / 1024}
         if cuda:
             peak_cuda = torch.cuda.max_memory_allocated()
             result.update(train_peak_mb=peak_cuda / 2**20, step_peak_over_rest_mb=(peak_cuda - rest_cuda) / 2**20,
                           device="cuda")
-    print(json.dumps(result))
+    return result
 
 
 def measure_memory(mode: str, teacher: str, batch: int, seq: int, steps: int = 3, extra: dict | None = None) -> dict:

@@ -32,3 +32,45 @@ def test_bench_smoke_json_has_every_comparison():
     assert r["env"]["torch"] and r["env"]["device"]
     assert set(r["step_seconds"]) >= {"kd", "crr", "dp_fast", "dp_hooks", "dp_ghost"}
     assert "comparison" in res.stderr  # the table goes to stderr with --json
+
+
+SMALL_GPT2 = ["--real-teacher-layers", "1", "--real-width", "32", "--real-student-layers", "1"]
+
+
+def _run_json(args):
+    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=REPO,
+                         env=dict(os.environ))
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads(res.stdout), res.stderr
+
+
+def test_bench_real_shapes_alone_reports_memory_and_trl():
+    """``--real-shapes --skip-tiny`` (the spelling the docs use), on a small GPT-2 to stay CI-sized."""
+    with_trl = importlib.util.find_spec("trl") is not None
+    contenders = "kd_matched,trl_gkd" if with_trl else "kd_matched"
+    r, err = _run_json([os.path.join(REPO, "scripts", "bench.py"), "--real-shapes", "--skip-tiny", "--gpu-batch", "1",
+                        "--gpu-seq", "16", "--json", "--real-repeat", "1", "--real-warmup", "0", *SMALL_GPT2,
+                        "--real-contenders", contenders])
+    real = r["real_shapes"]
+    assert "targets" not in r and "step_seconds" not in r  # the tiny part was skipped
+    assert (real["batch"], real["seq"]) == (1, 16)
+    for key in ("kd_vs_trl", "kd_mem_vs_trl", "crr_vs_kd", "dp_vs_nondp", "dp_mem_vs_nondp", "peak_mb"):
+        assert key in real, key
+    assert real["crr_vs_kd"] is None and real["dp_vs_nondp"] is None  # contenders left out: no ratio
+    assert set(real["peak_mb"]) == set(contenders.split(",")) and all(v > 0 for v in real["peak_mb"].values())
+    if with_trl:
+        assert real["kd_vs_trl"] > 0 and real["kd_mem_vs_trl"] > 0
+        assert real["targets"]["kd_mem_vs_trl"]["met"] in (True, False)
+    assert "peak training memory" in err
+
+
+def test_gpu_check_smoke_on_cpu():
+    r, _ = _run_json([os.path.join(REPO, "scripts", "gpu_check.py"), "--teacher-layers", "1", "--width", "32",
+                      "--student-layers", "1", "--batch", "2", "--seq", "16", "--kd-steps", "4", "--repeat", "1",
+                      "--steps", "1", "--contenders", "kd,dp_fast"])
+    real = r["real_shapes"]
+    assert real["dp_vs_nondp"] > 0 and real["dp_mem_vs_nondp"] > 0 and set(real["tokens_per_second"]) == {"kd", "dp_fast"}
+    run = r["kd_run"]
+    assert run["steps"] == 4 and len(run["losses"]) == 4 and all(v == v and v > 0 for v in run["losses"])
+    assert run["falling"] == (run["last_mean"] < run["first_mean"])
+    assert any("smoke" in n for n in r["notes"]) or "cpu" not in r["env"]["device"]

@@ -69,12 +69,26 @@ def perturb_swapped_rows(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows
     """
     if mode == "none":
         return logprobs
-    if mode not in PERTURBATION_MODES:
-        raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
     if inplace and mixes_in_place(mode, lam):  # whole rows are segments that start at position 0
         return perturb_swapped_segments(logprobs, list(cf_logprobs), rows.tolist(), [0] * rows.numel(), perm,
                                         gendered, mode, lam)
-    out = logprobs if inplace else logprobs.clone()
+    return perturb_positions(logprobs if inplace else logprobs.clone(), cf_logprobs, rows, perm, gendered, mode, lam)
+
+
+def perturb_positions(logprobs: torch.Tensor, cf_logprobs: torch.Tensor, rows: torch.LongTensor,
+                      perm: torch.LongTensor, gendered: torch.LongTensor, mode: str, lam: float = 0.5
+                      ) -> torch.Tensor:
+    """:func:`perturb_swapped_rows` in place and vectorised over the first axis, for any mode.
+
+    ``logprobs`` ``[N, ..., V]`` is P (e.g. ``[n, V]`` for ``n`` positions of a chunk), ``cf_logprobs``
+    ``[len(rows), ..., V]`` the teacher on x̃ at ``rows``; elsewhere x̃'s outputs are P itself. Overwrites
+    ``logprobs``.
+    """
+    if mode == "none":
+        return logprobs
+    if mode not in PERTURBATION_MODES:
+        raise ValueError(f"perturbation must be one of {', '.join(PERTURBATION_MODES)}; got {mode!r}.")
+    out = logprobs
     swapped = rows.numel() > 0
     partners = perm.index_select(0, gendered)
     p_g = logprobs.index_select(-1, gendered)  # P at the gendered columns

@@ -36,18 +36,9 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
     ``split``: the teacher's ``(body, output_layer)`` from :func:`~distill.teacher_head.split_output_layer`, to
     skip the shared prefix.
     """
-    ids = model_inputs["input_ids"]
-    batch_size = ids.size(0)
-    cf_ids = swapper.swap_tokens(ids)
-    differs = cf_ids != ids
-    if model_inputs.get("attention_mask") is not None:
-        differs &= model_inputs["attention_mask"].bool()
-    rows = differs.any(-1).nonzero().squeeze(-1)
+    batch_size = model_inputs["input_ids"].size(0)
+    batch, rows, differs = _with_swapped_rows(model_inputs, swapper)
     n_swapped = int(rows.numel())
-    batch = model_inputs
-    if n_swapped:
-        batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
-                 for k, v in model_inputs.items()}
     if split is not None and mixes_in_place(mode, lam):
         body, head = split
         out = body(**batch, output_hidden_states=need_hidden)
@@ -68,3 +59,45 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
                                        swapper.gendered_ids, mode, lam, inplace=True)
     hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
     return targets, hidden, n_swapped
+
+
+def _with_swapped_rows(model_inputs: dict[str, torch.Tensor], swapper: TokenSwapper):
+    """``(batch, rows, differs)``: x with the rows of x̃ that differ from x appended, their indices, and where
+    x̃ differs from x (``[B, T]``, real tokens only)."""
+    ids = model_inputs["input_ids"]
+    cf_ids = swapper.swap_tokens(ids)
+    differs = cf_ids != ids
+    if model_inputs.get("attention_mask") is not None:
+        differs &= model_inputs["attention_mask"].bool()
+    rows = differs.any(-1).nonzero().squeeze(-1)
+    batch = model_inputs
+    if rows.numel():
+        batch = {k: torch.cat([v, (cf_ids if k == "input_ids" else v).index_select(0, rows)])
+                 for k, v in model_inputs.items()}
+    return batch, rows, differs
+
+
+@torch.no_grad()
+def role_reversed_teacher_states(body: nn.Module, model_inputs: dict[str, torch.Tensor], swapper: TokenSwapper, *,
+                                 need_hidden: bool = False):
+    """The teacher body's final hidden states on x and, where they differ, on x̃: what the fused loss
+    (:class:`distill.fused_loss.Counterfactual`) perturbs its targets with, chunk by chunk.
+
+    Returns ``(states, cf_states, slot, hidden, n_swapped)``: ``states`` ``[B, T, H]`` on x; ``cf_states``
+    ``[M, H]`` on x̃ at each swapped row's positions from its first swapped token on; ``slot`` ``[B·T]`` the row
+    of ``cf_states`` of each flat position ``b·T + t`` (-1 where x̃'s outputs are x's: rows without a gendered
+    token, and the shared prefix); ``hidden`` the last entry of the body's hidden states on x (if asked).
+    """
+    batch_size, length = model_inputs["input_ids"].shape
+    batch, rows, differs = _with_swapped_rows(model_inputs, swapper)
+    out = body(**batch, output_hidden_states=need_hidden)
+    states = out.last_hidden_state
+    swapped = differs.index_select(0, rows)
+    after = swapped.int().cumsum(-1) > 0  # [k, T]: from the row's first swapped position on
+    source = after.flatten().nonzero().squeeze(-1)
+    cf_states = states[batch_size:].reshape(-1, states.shape[-1]).index_select(0, source)
+    targets = (rows[:, None] * length + torch.arange(length, device=rows.device)).flatten().index_select(0, source)
+    slot = torch.full((batch_size * length,), -1, dtype=torch.long, device=states.device)
+    slot.index_copy_(0, targets, torch.arange(source.numel(), device=states.device))
+    hidden = out.hidden_states[-1][:batch_size] if need_hidden else None
+    return states[:batch_size], cf_states, slot, hidden, int(rows.numel())
