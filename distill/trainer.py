@@ -93,6 +93,11 @@ class DistillationTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(self.teacher)
         self._teacher_split = split_output_layer(unwrapped) if unwrapped is self.teacher else None
         self._setup_counterfactual()
+        self.teacher_cache = None
+        if args.teacher_cache:  # stored (perturbed) targets replace the teacher forward; checked before training
+            from .teacher_cache import TeacherCache
+
+            self.teacher_cache = TeacherCache.for_trainer(self)
         # DP-SGD (distill.privacy): the engine takes over the train dataloader, the step and the accounting.
         self.privacy = None
         if args.dp_enabled:
@@ -127,7 +132,7 @@ class DistillationTrainer(Trainer):
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        extra = [c for c in ("labels", "cf_input_ids", "record_id") if c not in self._signature_columns]
+        extra = [c for c in ("labels", "cf_input_ids", "record_id", "cache_row") if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------------------------------------
@@ -155,6 +160,8 @@ class DistillationTrainer(Trainer):
     def teacher_targets(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
+        if self.teacher_cache is not None:  # the stored target: top-k + tail, perturbation already applied
+            return self.teacher_cache.targets(inputs), None
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         if self.token_swapper is not None and self.args.alpha_kd > 0:
             # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
@@ -192,6 +199,7 @@ class DistillationTrainer(Trainer):
             outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
             temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
             student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
+            **args.kd_kwargs(),
         )
         self._record_metrics(parts)
         return (loss, outputs) if return_outputs else loss

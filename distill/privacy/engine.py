@@ -199,6 +199,7 @@ class PrivacyEngine:
             outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
             temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
             student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
+            **args.kd_kwargs(),
         )
 
     def clip_batch(self, trainer, model: nn.Module, inputs: dict[str, Any]):
