@@ -48,6 +48,13 @@ class SparseTarget:
     def __getitem__(self, index) -> "SparseTarget":
         return SparseTarget(self.ids[index], self.logprobs[index], self.tail[index])
 
+    def at_positions(self, positions: torch.Tensor) -> "SparseTarget":
+        """``[n, k]`` (tail ``[n]``) at the flat (row-major) ``positions`` of the leading dimensions."""
+        k = self.ids.shape[-1]
+        return SparseTarget(self.ids.reshape(-1, k).index_select(0, positions),
+                            self.logprobs.reshape(-1, k).index_select(0, positions),
+                            self.tail.reshape(-1).index_select(0, positions))
+
     @property
     def shape(self) -> torch.Size:
         """The leading (position) shape, ``[B, T]`` for a batch."""

@@ -111,6 +111,11 @@ def test_sparse_target_at_k_equal_v_is_the_dense_loss_and_gradient(name):
     (g_sparse,) = torch.autograd.grad(sparse.sum(), s)
     torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(g_sparse, g_dense, rtol=1e-4, atol=1e-6)
+    # what a chunked loss does: the target at some flat positions, against those positions' logits
+    pos = torch.tensor([6, 1, 3])
+    chunk = kd_terms(s.detach().reshape(-1, 9)[pos], _sparse(lp, 9).at_positions(pos), 2.0, kd_loss=name,
+                     kd_beta=0.3, kd_skew_alpha=0.2)
+    torch.testing.assert_close(chunk, dense.detach().reshape(-1)[pos], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", KD_LOSSES)
