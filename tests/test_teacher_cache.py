@@ -18,11 +18,34 @@ from distill.trainer import DistillationTrainer
 V = 50257  # the tiny teacher has GPT-2's vocabulary
 
 
+#: a handful of short rows: a k = V cache of them stays a few MB
+SMALL = dict(max_train_samples=6, block_size=16, per_device_train_batch_size=2, per_device_eval_batch_size=2,
+             alpha_cos=0.0, validation_split_percentage=0, eval_strategy="no", temperature=2.0)
+CRR = dict(perturbation="mean", cda="two_sided")
+
+
 def _args(tiny_args, **kw):
-    # a handful of short rows: a k = V cache of them stays a few MB
-    base = dict(max_train_samples=6, block_size=16, per_device_train_batch_size=2, per_device_eval_batch_size=2,
-                alpha_cos=0.0, validation_split_percentage=0, eval_strategy="no", temperature=2.0)
-    return tiny_args(**{**base, **kw})
+    return tiny_args(**{**SMALL, **kw})
+
+
+def _online(tmp_path_factory, teacher_dir, **kw):
+    from distill.config import DistillationConfig
+
+    args = DistillationConfig(output_dir=str(tmp_path_factory.mktemp("online")), teacher_model_name_or_path=teacher_dir,
+                              student_num_layers=2, dataset_name="builtin:tiny", learning_rate=1e-3, report_to="none",
+                              save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, **SMALL, **kw)
+    return build_trainer(args)
+
+
+@pytest.fixture(scope="module")
+def online_kd(tmp_path_factory, tiny_teacher_dir):
+    """An online KD trainer on the small data (shared: building one prepares data and a student)."""
+    return _online(tmp_path_factory, tiny_teacher_dir)
+
+
+@pytest.fixture(scope="module")
+def online_crr(tmp_path_factory, tiny_teacher_dir):
+    return _online(tmp_path_factory, tiny_teacher_dir, **CRR)
 
 
 def _twin(online, **changes):
@@ -44,14 +67,14 @@ def _loss(trainer, batch):
 
 
 @pytest.mark.parametrize("perturbation", ["none", "mean"])
-def test_cache_at_k_equal_v_reproduces_the_online_loss(tiny_args, tmp_path, perturbation):
-    kw = dict(perturbation=perturbation, cda="two_sided" if perturbation != "none" else "none", kd_loss="jsd",
-              kd_beta=0.3)
-    online = build_trainer(_args(tiny_args, **kw))
+def test_cache_at_k_equal_v_reproduces_the_online_loss(online_kd, online_crr, tmp_path, perturbation):
+    base = online_crr if perturbation == "mean" else online_kd
+    online = _twin(base, kd_loss="jsd", kd_beta=0.3)
     cache = str(tmp_path / "cache")
     manifest = build_teacher_cache(online, cache, top_k=V, dtype="float32", shard_size=2, progress=False)
     assert manifest.complete and manifest.top_k == V and manifest.num_shards == -(-manifest.num_rows // 2)
     cached = _twin(online, teacher_cache=cache)
+    assert cached.args.kd_loss == "jsd" and (cached.token_permutation is not None) == (perturbation == "mean")
     batch = _first_batch(cached)
     assert batch[CACHE_ROW].tolist() == [0, 1]
     target = cached.teacher_targets(batch)[0]
@@ -66,8 +89,8 @@ def test_cache_at_k_equal_v_reproduces_the_online_loss(tiny_args, tmp_path, pert
         assert not torch.allclose(dense, plain, atol=1e-3)
 
 
-def test_top_64_cache_matches_the_top_64_of_the_online_target(tiny_args, tmp_path):
-    online = build_trainer(_args(tiny_args, perturbation="mean", cda="two_sided"))
+def test_top_64_cache_matches_the_top_64_of_the_online_target(online_crr, tmp_path):
+    online = _twin(online_crr)  # a fresh Trainer: each one re-initialises accelerate's shared state
     cache = str(tmp_path / "cache")
     manifest = build_teacher_cache(online, cache, top_k=64, progress=False)
     assert manifest.ids_dtype == "uint16" and manifest.logprobs_dtype == "float16"
@@ -84,12 +107,12 @@ def test_top_64_cache_matches_the_top_64_of_the_online_target(tiny_args, tmp_pat
     torch.testing.assert_close(target.tail[real], want_tail[real], atol=2e-3, rtol=2e-3)
 
 
-def test_mismatches_are_one_clear_error_before_training(tiny_args, tmp_path):
-    online = build_trainer(_args(tiny_args, perturbation="mean", cda="two_sided"))
+def test_mismatches_are_one_clear_error_before_training(online_crr, tiny_args, tmp_path):
+    online = _twin(online_crr)
     cache = str(tmp_path / "cache")
     build_teacher_cache(online, cache, top_k=8, progress=False)
     with pytest.raises(ConfigError, match="temperature 2.0") as err:  # the whole path: before any training step
-        build_trainer(_args(tiny_args, perturbation="mean", cda="two_sided", teacher_cache=cache, temperature=3.0))
+        build_trainer(_args(tiny_args, **CRR, teacher_cache=cache, temperature=3.0))
     assert "\n" not in str(err.value) and "distill cache-teacher" in str(err.value)
     TeacherCache(cache).check(online)  # the matching run is accepted
 
@@ -120,11 +143,11 @@ def test_mismatches_are_one_clear_error_before_training(tiny_args, tmp_path):
         TeacherCache(str(tmp_path))
 
 
-def test_interrupted_build_resumes_from_finished_shards_and_refuses_to_train_meanwhile(tiny_args, tmp_path,
+def test_interrupted_build_resumes_from_finished_shards_and_refuses_to_train_meanwhile(online_kd, tmp_path,
                                                                                         monkeypatch):
     from distill import teacher_cache as tc
 
-    trainer = build_trainer(_args(tiny_args))
+    trainer = _twin(online_kd)
     cache = str(tmp_path / "cache")
     real_write, written = tc._write_shard, []
 
