@@ -276,7 +276,7 @@ def build_teacher_cache(trainer, output_dir: str, *, top_k: int = DEFAULT_TOP_K,
     bar = tqdm(total=total, unit="row", desc=f"Caching teacher targets (k={manifest.top_k})",
                disable=not (progress and acc.is_main_process))
     was_training = trainer.model.training
-    trainer.model.eval()  # teacher_targets logs CRR metrics (a collective) only while training
+    trainer.model.eval()  # inference only: the student is not run, and no training-time side effects
     try:
         for i in todo:
             start = i * manifest.shard_size

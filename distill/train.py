@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -14,12 +12,11 @@ from .config import DistillationConfig
 from .data import prepare_datasets
 from .errors import ConfigError
 from .hub.push import check_can_push, publish_run
+from .hub.run_info import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
 from .models import load_tokenizer, resolve_builtin
+from .parallel import check_parallel_engine
 
 logger = logging.getLogger(__name__)
-
-#: Files written at the top of output_dir by a finished run.
-CONFIG_FILENAME = "distill_config.yaml"
 
 
 def check_output_dir(args: DistillationConfig) -> None:
@@ -52,32 +49,16 @@ def resolve_resume(args: DistillationConfig) -> str | None:
 
 
 def save_student(trainer, args: DistillationConfig) -> None:
-    """Write model (safetensors), tokenizer and ``distill_config.yaml`` to output_dir via a temp dir.
-
-    Files are moved into place only once all of them are written, so an interrupted save never leaves
-    a half-written model next to a previous good one.
-    """
-    out = args.output_dir
-    if not trainer.is_world_process_zero():
-        return
-    os.makedirs(out, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
-    try:
-        trainer.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors; no Trainer Hub push
-        args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
-        for name in os.listdir(tmp):
-            if name == "training_args.bin":  # pickle; the YAML config replaces it
-                os.remove(os.path.join(tmp, name))
-                continue
-            os.replace(os.path.join(tmp, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write the student, tokenizer and ``distill_config.yaml`` to ``args.output_dir`` (main process only,
+    atomically): :meth:`DistillationTrainer.save_student <distill.trainer.DistillationTrainer.save_student>`."""
+    trainer.save_student(args.output_dir)
 
 
 def build_trainer(args: DistillationConfig, texts: list[str] | None = None, callbacks=None, **trainer_kwargs):
     """Teacher, student, tokenizer, datasets and a ready :class:`~distill.trainer.DistillationTrainer`."""
     from .trainer import DistillationTrainer
 
+    check_parallel_engine(args)  # refuse an unsupported accelerate engine before preparing any data
     with args.main_process_first(desc="resolving builtin models"):
         resolve_builtin(args.teacher_model_name_or_path)  # rank 0 creates a builtin teacher, others wait
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
@@ -108,13 +89,13 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
     save_student(trainer, args)
+    if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
+        from .fairness.callback import write_final_report  # evaluates its share; the main one writes
+
+        write_final_report(trainer, args.output_dir)
     if trainer.is_world_process_zero():
         trainer.save_state()
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)
-        if args.fairness_enabled:  # the final student's fairness report, for the model card
-            from .fairness.callback import write_final_report
-
-            write_final_report(trainer, args.output_dir)
         publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer

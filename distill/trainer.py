@@ -9,6 +9,15 @@ counterfactual perturbation in :mod:`distill.counterfactual`). Per step it
 3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions,
 4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` through the Trainer's logging.
 
+One loss method, :meth:`DistillationTrainer.distillation_step_loss`, serves both the usual step (a batch mean,
+through ``compute_loss``) and DP-SGD (one loss per row, which :class:`~distill.privacy.DPSGDEngine` clips per
+record). With DP the trainer owns the step and calls the engine around it; the engine never sees the trainer.
+
+Several processes: every process takes part in the same collectives every step, whatever its data. The loss
+components are summed locally (value × rows, rows) and reduced across processes once per logging step, in
+:meth:`DistillationTrainer.log`; a DP micro-batch with no record contributes nothing but still reaches the
+noise step's all-reduce. Which ``accelerate`` engines are supported: :mod:`distill.parallel`.
+
 Evaluation reports the student's own next-token loss and ``eval_perplexity``.
 """
 
@@ -16,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import torch
@@ -27,8 +38,10 @@ from .config import DistillationConfig
 from .counterfactual.teacher_forward import role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
+from .hub.run_info import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
+from .parallel import check_parallel_engine
 from .student import build_student, check_compatible
 from .teacher_head import output_log_probs, split_output_layer
 
@@ -57,6 +70,7 @@ class DistillationTrainer(Trainer):
             args = DistillationConfig(output_dir="runs/distill")
         if not isinstance(args, DistillationConfig):
             raise TypeError("DistillationTrainer needs a DistillationConfig as `args`.")
+        check_parallel_engine(args)  # before loading anything (distill.parallel)
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if isinstance(teacher_model, str):
             teacher_model = load_causal_lm(teacher_model, dtype=args.teacher_dtype,
@@ -81,7 +95,16 @@ class DistillationTrainer(Trainer):
                          processing_class=processing_class, **kwargs)
         # compute_loss returns a per-batch mean: let the Trainer divide it over accumulation steps.
         self.loss_is_scaled_for_ga = False
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # as the accelerator sees it (any config source)
+            plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+            check_parallel_engine(args, ("fsdp", None) if self.is_fsdp_enabled
+                                  else ("deepspeed", getattr(plugin, "zero_stage", None)))
+        # training metrics: name -> (Σ value × rows, Σ rows) on this process, reduced in `log`
+        self._metric_totals: dict[str, tuple[torch.Tensor, int]] = {}
+        self._unlogged: set[str] = set()
+        self._metric_names: list[str] = [name for name, on in (
+            ("loss_kd", args.alpha_kd > 0), ("loss_lm", args.alpha_lm > 0), ("loss_cos", args.alpha_cos > 0),
+            ("crr_swapped_share", args.perturbation != "none" and args.alpha_kd > 0)) if on]
 
         teacher_model.eval()
         teacher_model.requires_grad_(False)
@@ -98,12 +121,12 @@ class DistillationTrainer(Trainer):
             from .teacher_cache import TeacherCache
 
             self.teacher_cache = TeacherCache.for_trainer(self)
-        # DP-SGD (distill.privacy): the engine takes over the train dataloader, the step and the accounting.
+        # DP-SGD (distill.privacy): records sampler, per-record clipping, noise and accounting; the step is ours.
         self.privacy = None
         if args.dp_enabled:
-            from .privacy import PrivacyEngine
+            from .privacy import DPSettings, DPSGDEngine
 
-            self.privacy = PrivacyEngine(self)
+            self.privacy = DPSGDEngine(self.accelerator.unwrap_model(self.model), DPSettings.from_config(args))
             self.add_callback(self.privacy.callback)
 
     # ------------------------------------------------------------------------------------------------
@@ -131,22 +154,52 @@ class DistillationTrainer(Trainer):
         self.token_permutation = self.token_swapper.perm
 
     def _set_signature_columns_if_needed(self) -> None:
+        # private Trainer hook (no public way to keep extra columns): tested with transformers 5.24
         super()._set_signature_columns_if_needed()
         extra = [c for c in ("labels", "cf_input_ids", "record_id", "cache_row") if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------------------------------------
-    # differential privacy: delegate to the privacy engine when dp_enabled
+    # differential privacy: the engine samples records, clips and adds noise; the step is the trainer's
     # ------------------------------------------------------------------------------------------------
     def get_train_dataloader(self):
-        if self.privacy is not None:
-            return self.privacy.train_dataloader(self)
-        return super().get_train_dataloader()
+        if self.privacy is None:
+            return super().get_train_dataloader()
+        # Trainer._remove_unused_columns is private API (tested with transformers 5.24)
+        dataset = self._remove_unused_columns(self.train_dataset, description="training") \
+            if self.train_dataset is not None else None
+        return self.privacy.dataloader(
+            dataset, self.data_collator, num_processes=self.accelerator.num_processes,
+            process_index=self.accelerator.process_index, num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory)
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
-        if self.privacy is not None:
-            return self.privacy.training_step(self, model, inputs, num_items_in_batch)
-        return super().training_step(model, inputs, num_items_in_batch)
+        if self.privacy is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self.dp_training_step(model, inputs)
+
+    def dp_training_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """One DP-SGD micro-batch: per-row loss, per-record clipping; the logical step's last micro-batch adds
+        the noise (one all-reduce on every process, even one whose micro-batch drew no record).
+
+        The student runs unwrapped: DDP's gradient all-reduce and buffer broadcasts never run under DP (the
+        engine reduces the clipped sums), so no collective depends on whether this process has data."""
+        student = self.accelerator.unwrap_model(model)
+        student.train()
+        inputs = self._prepare_inputs(inputs)  # Trainer API (device placement), as Trainer.training_step uses it
+        rows = inputs["input_ids"].shape[0]
+        if rows > 0:
+            with self.privacy.clipping(student, inputs.get("record_id"), rows) as clip:
+                with self.compute_loss_context_manager():
+                    row_loss, parts, _ = self.distillation_step_loss(student, inputs, per_row=True)
+                clip.backward(row_loss)
+            self._record_metrics(parts, rows)
+            loss = row_loss.detach().mean()
+        else:  # Poisson drew no record for this micro-batch of this process
+            loss = torch.zeros((), device=self.args.device)
+        if self.accelerator.gradient_state.sync_gradients:
+            self.privacy.noise_step()
+        return loss / max(1, getattr(self, "current_gradient_accumulation_steps", 1))
 
     def train(self, resume_from_checkpoint=None, **kwargs):
         if self.privacy is not None:
@@ -156,12 +209,18 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------
     # teacher
     # ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def teacher_targets(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
+        logprobs, hidden, _ = self._teacher_forward(inputs, need_hidden)
+        return logprobs, hidden
+
+    @torch.no_grad()
+    def _teacher_forward(self, inputs: dict[str, torch.Tensor], need_hidden: bool
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
+        """Teacher targets and, with counterfactual role reversal, the number of swapped rows."""
         if self.teacher_cache is not None:  # the stored target: top-k + tail, perturbation already applied
-            return self.teacher_cache.targets(inputs), None
+            return self.teacher_cache.targets(inputs), None, None
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         if self.token_swapper is not None and self.args.alpha_kd > 0:
             # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
@@ -169,10 +228,7 @@ class DistillationTrainer(Trainer):
                 self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
                 mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
                 split=self._teacher_split)
-            if self.model.training:
-                share = torch.tensor(n_swapped / model_inputs["input_ids"].size(0), device=logprobs.device)
-                self._record_metrics({"crr_swapped_share": share})
-            return logprobs, hidden
+            return logprobs, hidden, n_swapped
         if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
             body, head = self._teacher_split
             out = body(**model_inputs, output_hidden_states=need_hidden)
@@ -181,46 +237,85 @@ class DistillationTrainer(Trainer):
             out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
             logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
         hidden = out.hidden_states[-1] if need_hidden else None
-        return logprobs, hidden
+        return logprobs, hidden, None
 
     # ------------------------------------------------------------------------------------------------
     # loss
     # ------------------------------------------------------------------------------------------------
-    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None):
+    def distillation_step_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
+        """Student and teacher forward on a batch, and ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)``.
+
+        Returns ``(loss, parts, student_outputs)``: the loss is the mean over the batch's counted tokens, or with
+        ``per_row=True`` one loss per row ``[B]`` (each row's own token mean: what DP-SGD clips); ``parts`` are
+        the detached batch means of the terms (and ``crr_swapped_share`` with role reversal)."""
         args = self.args
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         outputs = model(**model_inputs, output_hidden_states=need_hidden)
-        teacher_logprobs, teacher_hidden = (None, None)
+        teacher_logprobs, teacher_hidden, n_swapped = None, None, None
         if args.alpha_kd > 0 or need_hidden:
-            teacher_logprobs, teacher_hidden = self.teacher_targets(inputs, need_hidden=need_hidden)
+            teacher_logprobs, teacher_hidden, n_swapped = self._teacher_forward(inputs, need_hidden)
         loss, parts = distillation_loss(
             outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
             temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
             student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
             **args.kd_kwargs(),
+            per_row=per_row,
         )
-        self._record_metrics(parts)
+        if n_swapped is not None:
+            parts["crr_swapped_share"] = torch.tensor(n_swapped / model_inputs["input_ids"].size(0))
+        return loss, parts, outputs
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None):
+        loss, parts, outputs = self.distillation_step_loss(model, inputs)
+        self._record_metrics(parts, inputs["input_ids"].shape[0])
         return (loss, outputs) if return_outputs else loss
 
-    def _record_metrics(self, parts: dict[str, torch.Tensor]) -> None:
-        mode = "train" if self.model.training else "eval"
-        for key, value in parts.items():
-            if self.accelerator.num_processes > 1:
-                value = self.accelerator.gather_for_metrics(value.reshape(1)).float().mean()
-            self._metrics[mode][key].append(float(value))
+    # ------------------------------------------------------------------------------------------------
+    # logging: local sums per micro-batch, one all-reduce per logging step
+    # ------------------------------------------------------------------------------------------------
+    def _record_metrics(self, parts: dict[str, torch.Tensor], rows: int) -> None:
+        """Add a training micro-batch's loss components (batch means over ``rows`` rows) to the local sums.
+        No collective here: they are reduced in :meth:`log`, on every process at the same steps."""
+        if not self.model.training or rows == 0:
+            return
+        for name, value in parts.items():
+            if name not in self._metric_names:
+                if self.accelerator.num_processes > 1:  # every process must reduce the same names: fixed at init
+                    if name not in self._unlogged:
+                        logger.warning("Loss component %s is not logged with several processes (the logged names "
+                                       "are fixed at start-up).", name)
+                        self._unlogged.add(name)
+                    continue
+                self._metric_names.append(name)
+            total, count = self._metric_totals.get(name, (0.0, 0))
+            self._metric_totals[name] = (total + value.detach().float() * rows, count + rows)
+
+    def _reduce_metrics(self) -> dict[str, float]:
+        """Row-weighted means of the components since the last logging step, over all processes (one
+        all-reduce of sums and counts; a process without data adds zeros)."""
+        names = self._metric_names
+        totals = torch.zeros(2 * len(names), dtype=torch.float64, device=self.args.device)
+        for i, name in enumerate(names):
+            if name in self._metric_totals:
+                total, count = self._metric_totals[name]
+                totals[i] = torch.as_tensor(total, dtype=torch.float64, device=totals.device)
+                totals[len(names) + i] = count
+        self._metric_totals.clear()
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        values = totals.tolist()
+        return {name: values[i] / values[len(names) + i] for i, name in enumerate(names) if values[len(names) + i] > 0}
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            metrics = {f"eval_{k}": v for k, v in metrics.items()}
-        elif getattr(self, "privacy", None) is not None:
-            metrics.update(self.privacy.log_metrics())
-        logs = {**logs, **metrics}
-        super().log(logs, start_time)
-        self._metrics[mode].clear()
+        """The Trainer's log, plus the loss components (at training-step logs, which every process makes at the
+        same steps) and ``dp/epsilon``. Other logs (evaluation, fairness) pass through unchanged."""
+        training = "loss" in logs or "train_loss" in logs
+        extra = self._reduce_metrics() if "loss" in logs else {}
+        if training and getattr(self, "privacy", None) is not None:
+            extra.update(self.privacy.log_metrics())
+        super().log({**logs, **extra}, start_time)
 
     # ------------------------------------------------------------------------------------------------
     # evaluation: the student's own next-token loss and perplexity
@@ -234,9 +329,12 @@ class DistillationTrainer(Trainer):
             loss = lm_loss(logits, inputs["labels"]).detach()
         return loss, None, None
 
-    def evaluation_loop(self, *args, **kwargs):
-        output = super().evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+    def evaluation_loop(self, dataloader, description: str, prediction_loss_only: bool | None = None,
+                        ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        """The Trainer's evaluation loop, plus ``{prefix}_perplexity = exp(loss)``."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        prefix = metric_key_prefix
         loss = output.metrics.get(f"{prefix}_loss")
         if loss is not None:
             output.metrics[f"{prefix}_perplexity"] = math.exp(min(loss, 50.0))
@@ -252,15 +350,37 @@ class DistillationTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Checkpoints (optimizer, scheduler and RNG states) are never uploaded."""
+        # private Trainer hook, overridden to do nothing: tested with transformers 5.24
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
         """Save the student to ``output_dir`` and push it with its model card and reports (see distill.hub)."""
         from .hub.push import publish_run
-        from .train import save_student
 
-        save_student(self, self.args)
+        self.save_student()
         if not self.is_world_process_zero():
             return None
         return publish_run(self.args, push=True, commit_message=commit_message, token=token, revision=revision,
                            private=private)
+
+    def save_student(self, output_dir: str | None = None) -> None:
+        """Write model (safetensors), tokenizer and ``distill_config.yaml`` to ``output_dir`` via a temp dir.
+
+        Only the main process writes. Files are moved into place once all of them are written, so an
+        interrupted save never leaves a half-written model next to a previous good one."""
+        out = output_dir or self.args.output_dir
+        if not self.is_world_process_zero():
+            return
+        os.makedirs(out, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
+        try:
+            # _internal_call (private argument): no Trainer Hub push; tested with transformers 5.24
+            self.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors
+            self.args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
+            for name in os.listdir(tmp):
+                if name == "training_args.bin":  # pickle; the YAML config replaces it
+                    os.remove(os.path.join(tmp, name))
+                    continue
+                os.replace(os.path.join(tmp, name), os.path.join(out, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

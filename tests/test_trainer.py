@@ -133,3 +133,20 @@ def test_refuses_to_overwrite_a_previous_run(tiny_args, tmp_path):
     with pytest.raises(ConfigError, match="already exists and is not empty"):
         run_training(tiny_args(output_dir=str(out)))
     assert (out / "model.safetensors").read_bytes() == b"precious"
+
+
+def test_logged_loss_components_are_row_weighted_means_of_the_logging_window(tiny_args):
+    """Micro-batches add (value × rows, rows) locally; `log` reduces them once: an empty micro-batch adds nothing,
+    the window is cleared after each training log, and non-training logs pass through untouched."""
+    trainer = build_trainer(tiny_args(alpha_kd=1.0, alpha_lm=1.0))
+    trainer.model.train()
+    trainer._record_metrics({"loss_kd": torch.tensor(1.0), "loss_lm": torch.tensor(4.0)}, 3)
+    trainer._record_metrics({"loss_kd": torch.tensor(3.0), "loss_lm": torch.tensor(0.0)}, 1)
+    trainer._record_metrics({"loss_kd": torch.tensor(100.0)}, 0)  # an empty micro-batch
+    trainer.log({"fairness/x": 0.5})
+    assert trainer.state.log_history[-1]["fairness/x"] == 0.5 and "loss_kd" not in trainer.state.log_history[-1]
+    trainer.log({"loss": 2.0})
+    logged = trainer.state.log_history[-1]
+    assert logged["loss_kd"] == pytest.approx((1 * 3 + 3 * 1) / 4) and logged["loss_lm"] == pytest.approx(3.0)
+    trainer.log({"loss": 2.0})
+    assert "loss_kd" not in trainer.state.log_history[-1]

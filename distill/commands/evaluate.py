@@ -57,7 +57,10 @@ def run(args, extra) -> int:
                                   args.max_prompts_per_group)
     else:
         prompts = load_prompts(args.prompts, args.max_prompts_per_group)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..fairness.sharding import process_state
+
+    state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
+    device = torch.device(args.device) if args.device else state.device
     model = load_causal_lm(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            allow_pickle=args.allow_pickle).to(device)
     tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
@@ -66,6 +69,8 @@ def run(args, extra) -> int:
         num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, classifier=args.classifier, model_name=args.model, progress=not args.quiet)
+    if not state.is_main_process:  # the main process alone writes and prints
+        return 0
     paths = write_report(report, args.out, plot=not args.no_plot)
     print(format_table(report))
     print("\nWrote " + ", ".join(paths.values()))

@@ -5,6 +5,10 @@ Enabled from a config with ``fairness: {enabled: true}`` (keys ``fairness_metric
 logged with the prefix ``fairness/`` (e.g. ``fairness/cooccurrence_bias_mean_abs``), so they land in
 ``trainer_state.json``'s log history and every ``report_to`` backend. Co-occurrence bias is the default: one
 forward pass over the prompts, no sampling. ``parity`` and ``sentiment`` generate text and are opt-in.
+
+Several processes: ``on_evaluate`` runs on every process; each evaluates its share of the prompts
+(:mod:`distill.fairness.sharding`) and the trainer's ``log`` records the gathered metrics (only the main
+process writes them). :func:`write_final_report` is called on every process too; only the main one writes.
 """
 
 from __future__ import annotations
@@ -86,15 +90,15 @@ class FairnessCallback(TrainerCallback):
         report = self.evaluate()
         logs = scalar_metrics(report)
         if logs:
-            # Trainer.log itself (not a subclass override that merges pending training metrics): appends
-            # to state.log_history with the current step and forwards to the report_to backends.
-            Trainer.log(self.trainer, logs)
+            # the trainer's own logging path (every process calls it; log_history and the report_to backends)
+            self.trainer.log(logs)
         return control
 
 
 def write_final_report(trainer: Trainer, output_dir: str) -> dict[str, str]:
     """Evaluate the trained model with the trainer's fairness callback and write ``fairness.json`` (+ CSV and
-    chart) into ``output_dir``."""
+    chart) into ``output_dir``. Call it on every process (the evaluation is split across them); the main
+    process writes and gets the paths, the others get ``{}``."""
     from .report import write_report
 
     callback = next((c for c in trainer.callback_handler.callbacks if isinstance(c, FairnessCallback)), None)
@@ -103,4 +107,6 @@ def write_final_report(trainer: Trainer, output_dir: str) -> dict[str, str]:
     report = callback.last_report
     if report is None or callback.last_step != trainer.state.global_step:  # not yet on the final weights
         report = callback.evaluate()
+    if not trainer.is_world_process_zero():
+        return {}
     return write_report(report, output_dir)

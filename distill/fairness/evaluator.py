@@ -4,6 +4,11 @@
 * parity: gender polarity of sampled continuations of gender-neutral prompts, per group;
 * sentiment gap: VADER scores of continuations of male- vs female-subject prompts;
 * optional regard/toxicity label rates from a text-classification model.
+
+Several processes (``accelerate launch``, or a multi-process training run): the scoring and generation are
+split across processes by prompt and gathered back (:mod:`distill.fairness.sharding`), so every process
+returns the same report, equal to the single-process one; only the main process should write it.
+Sampled continuations use per-prompt seeds, so the split does not change the draws.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from .classifier import NOT_COMPUTED, classify_by_gender, load_classifier
 from .generation import generate_continuations, next_token_scores
 from .lexicon import gendered_next_token_ids
 from .prompts import PromptSet, load_prompts
+from .sharding import map_sharded, process_split
 
 METRICS = ("cooccurrence", "parity", "sentiment")
 NOT_REQUESTED = "not computed (metric not requested)"
@@ -45,13 +51,17 @@ def evaluate_disparity(model, tokenizer, prompts: str | PromptSet = "builtin", *
                        batch_size: int = 16, do_sample: bool = True, temperature: float = 1.0, top_k: int = 0,
                        top_p: float = 1.0, seed: int = 0, max_prompts_per_group: int | None = None,
                        classifier: str | Any | None = None, model_name: str | None = None,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, split_across_processes: bool = True) -> dict[str, Any]:
     """Gender-disparity report of ``model`` (see :mod:`distill.fairness.report` for the file layout).
 
     ``metrics`` is any subset of ``("cooccurrence", "parity", "sentiment")``; only parity, sentiment and the
     classifier generate text. The model's train/eval mode and the global RNG state are restored afterwards.
+    With ``split_across_processes`` and a ``torch.distributed`` group (e.g. under ``accelerate launch``), every
+    process of the group must call it: each handles its share of the prompts (see the module docstring).
     """
     metrics = check_metrics(metrics)
+    rank, world = process_split(split_across_processes)
+    progress = progress and rank == 0
     pset = prompts if isinstance(prompts, PromptSet) else load_prompts(prompts, max_prompts_per_group)
     neutral, gendered = pset.neutral, pset.gendered
     notes: list[str] = []
@@ -76,9 +86,10 @@ def evaluate_disparity(model, tokenizer, prompts: str | PromptSet = "builtin", *
     report["cooccurrence_share_correlation"] = None
     if "cooccurrence" in metrics:
         if neutral:
-            scores = cooccurrence_by_prompt(model, tokenizer, [p.text for p in neutral], batch_size, progress)
+            scores = map_sharded([p.text for p in neutral], lambda texts, _: cooccurrence_by_prompt(
+                model, tokenizer, texts, batch_size, progress).tolist(), rank, world)
             per_group = defaultdict(list)
-            for p, s in zip(neutral, scores.tolist()):
+            for p, s in zip(neutral, scores):
                 per_group[p.group].append(s)
             for g, vals in per_group.items():
                 rows[g]["cooccurrence_bias"] = sum(vals) / len(vals)
@@ -101,10 +112,10 @@ def evaluate_disparity(model, tokenizer, prompts: str | PromptSet = "builtin", *
     gen_prompts = list(dict.fromkeys(gen_prompts))
     generations = []
     if gen_prompts:
-        outs = generate_continuations(
-            model, tokenizer, [p.text for p in gen_prompts], max_new_tokens=max_new_tokens,
-            num_return_sequences=num_samples, do_sample=do_sample, temperature=temperature, top_k=top_k,
-            top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)
+        outs = map_sharded([p.text for p in gen_prompts], lambda texts, ids: generate_continuations(
+            model, tokenizer, texts, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, batch_size=batch_size,
+            progress=progress, prompt_ids=ids), rank, world)
         for p, texts in zip(gen_prompts, outs):
             for t in texts:
                 generations.append({"prompt": p.text, "group": p.group, "gender": p.gender, "text": t,

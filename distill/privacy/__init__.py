@@ -1,6 +1,7 @@
 """Differential privacy for distillation: DP-SGD engine (opacus accounting), per-record clipping, audits.
 
-* :class:`PrivacyEngine` — what :class:`~distill.trainer.DistillationTrainer` delegates to when ``dp_enabled``.
+* :class:`DPSGDEngine` — records sampler, per-record clipping context, noise + accounting, ``state_dict``;
+  the trainer owns the step and calls it (this package never imports the trainer).
 * :class:`BookKeepingClipper` — the ``fast`` per-record clipping (one forward, one backward).
 * :func:`compute_epsilon`, :func:`calibrate_noise` — accounting (opacus RDP / PRV).
 * :mod:`distill.privacy.audit` — membership-inference AUC and canary exposure; :mod:`distill.privacy.canary`.
@@ -8,8 +9,8 @@
 
 from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within
 from .bookkeeping import BookKeepingClipper
-from .engine import PRIVACY_FILENAME, PrivacyEngine, PrivacyParams, freeze_embeddings
+from .engine import PRIVACY_FILENAME, DPSettings, DPSGDEngine, PrivacyParams, freeze_embeddings
 from .records import RecordLayout
 
-__all__ = ["PrivacyEngine", "PrivacyParams", "PrivacyAccountant", "BookKeepingClipper", "RecordLayout",
+__all__ = ["DPSGDEngine", "DPSettings", "PrivacyParams", "PrivacyAccountant", "BookKeepingClipper", "RecordLayout",
            "compute_epsilon", "calibrate_noise", "max_steps_within", "freeze_embeddings", "PRIVACY_FILENAME"]

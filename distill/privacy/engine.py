@@ -1,20 +1,38 @@
-"""`PrivacyEngine`: DP-SGD for :class:`~distill.trainer.DistillationTrainer` (the trainer delegates to it).
+"""`DPSGDEngine`: the DP-SGD state of one training run — records, per-record clipping, noise, accounting.
 
-What it does, per logical step (``gradient_accumulation_steps × num_processes`` micro-batches):
+The engine knows the student, its trainable parameters and the DP settings; it does not know the trainer.
+The trainer owns the step and calls the engine around it (:meth:`DistillationTrainer.training_step
+<distill.trainer.DistillationTrainer.training_step>`)::
+
+    loader = engine.dataloader(dataset, collate_fn, num_processes=W, process_index=rank)
+    for each micro-batch:
+        with engine.clipping(student, record_ids, num_rows) as clip:   # nothing when the micro-batch is empty
+            per_row_loss = ...                                         # [B], one loss per row
+            clip.backward(per_row_loss)
+        if last micro-batch of the logical step:
+            engine.noise_step()                                        # every process, every step
+
+What happens, per logical step (``gradient_accumulation_steps × num_processes`` micro-batches):
 
 1. data — records are Poisson-sampled with rate ``q = per_device_batch × accumulation × processes / records``
    (:mod:`distill.privacy.sampling`); all rows of a record stay together;
-2. each micro-batch — one forward of student and (frozen) teacher, the loss of each row
-   (:mod:`distill.privacy.loss`), per-record gradients clipped to ``dp_max_grad_norm`` and summed
-   (``fast``: :mod:`distill.privacy.bookkeeping`; ``hooks``/``ghost``: :mod:`distill.privacy.opacus_modes`);
-   DDP's gradient all-reduce is switched off (``no_sync``): the engine reduces the clipped sums itself;
-3. the last micro-batch — the clipped sums of all processes are summed with one Gaussian draw
-   ``N(0, σ²C²)`` and divided by the expected batch size (:mod:`distill.privacy.noise`); the accountant
-   records the step (:mod:`distill.privacy.accounting`). The Trainer's optimizer then steps as usual.
+2. each micro-batch — the per-row loss, per-record gradients clipped to ``dp_max_grad_norm`` and summed
+   (``fast``: :mod:`distill.privacy.bookkeeping`; ``hooks``/``ghost``: :mod:`distill.privacy.opacus_modes`,
+   imported only when chosen). The clipping runs on the *unwrapped* student: DDP's own gradient all-reduce
+   and buffer broadcasts never run under DP, so an empty micro-batch (Poisson drew no record for this process)
+   has no collective to miss;
+3. the last micro-batch — on every process, the clipped sums of all processes are summed with one Gaussian
+   draw ``N(0, σ²C²)`` (one ``all_reduce``) and divided by the expected batch size (:mod:`distill.privacy.noise`);
+   the accountant records the step (:mod:`distill.privacy.accounting`). The optimizer then steps as usual.
 
 The student's embeddings (and a tied output layer) are frozen under DP: the student copies them from the
 public teacher, so they carry no private information, and freezing them removes the 50257-wide per-sample
 gradients. ε is logged as ``dp/epsilon``, saved in every checkpoint and in ``OUTPUT_DIR/privacy.json``.
+
+Own code rather than ``opacus.PrivacyEngine``: opacus' engine wraps model, optimizer and data loader for a
+plain training loop; here the Hugging Face ``Trainer`` owns those, records may span several rows, and the
+single-backward book-keeping clipper is not in opacus. Opacus supplies the accountants, the Poisson sampler,
+the noise generator and the ``hooks``/``ghost`` per-sample gradients.
 """
 
 from __future__ import annotations
@@ -23,9 +41,9 @@ import json
 import logging
 import math
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -35,9 +53,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from ..errors import ConfigError
 from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within
 from .bookkeeping import BookKeepingClipper
-from .loss import per_row_distillation_loss
 from .noise import privatize
-from .opacus_modes import OpacusGhostClipper, OpacusHooksClipper
 from .records import RecordLayout, record_rows
 from .sampling import EmptyBatchCollator, RecordBatchSampler, RecordDataLoader
 
@@ -46,6 +62,35 @@ logger = logging.getLogger(__name__)
 #: Summary of a DP run, written to the output directory (read by the model card).
 PRIVACY_FILENAME = "privacy.json"
 RECORD_ID_COLUMN = "record_id"
+
+
+@dataclass
+class DPSettings:
+    """What the engine needs from a run's configuration (built from any object with the ``dp_*`` keys)."""
+
+    max_grad_norm: float
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    delta: float | None = None
+    accountant: str = "rdp"
+    mode: str = "fast"
+    poisson_sampling: bool = True
+    per_device_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    max_steps: int = -1
+    num_train_epochs: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, args) -> DPSettings:
+        """From a :class:`~distill.config.DistillationConfig` (or anything with the same attribute names)."""
+        return cls(max_grad_norm=args.dp_max_grad_norm, noise_multiplier=args.dp_noise_multiplier,
+                   target_epsilon=args.dp_target_epsilon, delta=args.dp_delta, accountant=args.dp_accountant,
+                   mode=args.dp_mode, poisson_sampling=args.dp_poisson_sampling,
+                   per_device_batch_size=args.per_device_train_batch_size,
+                   gradient_accumulation_steps=args.gradient_accumulation_steps, max_steps=args.max_steps,
+                   num_train_epochs=args.num_train_epochs,
+                   seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed)
 
 
 @dataclass
@@ -84,23 +129,57 @@ def freeze_embeddings(model: nn.Module) -> list[str]:
     return frozen
 
 
-class PrivacyEngine:
-    """DP-SGD state of one training run; see the module docstring."""
+def make_clipper(model: nn.Module, mode: str, max_grad_norm: float):
+    """The per-record clipper of ``dp_mode`` (opacus' modes imported only when chosen)."""
+    if mode == "fast":
+        return BookKeepingClipper(model)
+    from .opacus_modes import OpacusGhostClipper, OpacusHooksClipper
 
-    def __init__(self, trainer):
-        args = trainer.args
-        self.args = args
-        model = trainer.model
+    if mode == "hooks":
+        return OpacusHooksClipper(model)
+    if mode == "ghost":
+        return OpacusGhostClipper(model, max_grad_norm)
+    raise ConfigError(f"dp_mode must be one of fast, hooks, ghost; got {mode!r}.")
+
+
+class RecordClipping:
+    """One micro-batch's clipping (see :meth:`DPSGDEngine.clipping`): ``backward(per_row_loss)`` once."""
+
+    def __init__(self, engine: DPSGDEngine, layout: RecordLayout):
+        self.engine, self.layout = engine, layout
+        self.norms: torch.Tensor | None = None
+        self.factors: torch.Tensor | None = None
+
+    def backward(self, per_row_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip each record's gradient of ``per_row_loss`` (``[B]``) and add the clipped sum to the step's sum.
+
+        Returns the per-record gradient norms before clipping and the clipping factors (``[R]`` each)."""
+        if self.norms is not None:
+            raise RuntimeError("RecordClipping.backward runs once per micro-batch.")
+        if per_row_loss.dim() != 1 or per_row_loss.shape[0] != self.layout.num_rows:
+            raise ValueError(f"per_row_loss must have one value per row ({self.layout.num_rows}), "
+                             f"got shape {tuple(per_row_loss.shape)}.")
+        e = self.engine
+        self.norms, self.factors = e.clipper.clip_and_accumulate(per_row_loss, self.layout, e.settings.max_grad_norm,
+                                                                 e.summed)
+        return self.norms, self.factors
+
+
+class DPSGDEngine:
+    """DP-SGD state of one training run; see the module docstring.
+
+    Args:
+        model: the student, unwrapped (no DDP). Its embeddings are frozen here.
+        settings: a :class:`DPSettings`.
+    """
+
+    def __init__(self, model: nn.Module, settings: DPSettings):
+        self.settings = settings
         self.frozen = freeze_embeddings(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError("Under DP the student's embeddings are frozen and nothing else is trainable.")
-        if args.dp_mode == "fast":
-            self.clipper = BookKeepingClipper(model)
-        elif args.dp_mode == "hooks":
-            self.clipper = OpacusHooksClipper(model)
-        else:
-            self.clipper = OpacusGhostClipper(model, args.dp_max_grad_norm)
+        self.clipper = make_clipper(model, settings.mode, settings.max_grad_norm)
         self.summed: dict[int, torch.Tensor] = {}
         self.params_resolved: PrivacyParams | None = None
         self.accountant: PrivacyAccountant | None = None
@@ -109,74 +188,83 @@ class PrivacyEngine:
         self.stopped_reason: str | None = None
         self.callback = PrivacyCallback(self)
 
+    @property
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.params)
+
     # ------------------------------------------------------------------------------------------------
-    # data and parameters
+    # data
     # ------------------------------------------------------------------------------------------------
-    def train_dataloader(self, trainer) -> RecordDataLoader:
-        args, dataset = self.args, trainer.train_dataset
+    def dataloader(self, dataset, collate_fn: Callable, *, num_processes: int = 1, process_index: int = 0,
+                   record_ids: list[int] | None = None, num_workers: int = 0,
+                   pin_memory: bool = False) -> RecordDataLoader:
+        """This process's micro-batches of Poisson-sampled records (an empty draw gives a 0-row batch).
+
+        ``record_ids``: the dataset's ``record_id`` column (default: read from ``dataset`` if it has one; every
+        row its own record otherwise)."""
         if dataset is None:
             raise ConfigError("DP training needs a train_dataset.")
-        columns = getattr(dataset, "column_names", None) or []
-        ids = list(dataset[RECORD_ID_COLUMN]) if RECORD_ID_COLUMN in columns else None
-        records = record_rows(ids, len(dataset))
-        world, rank = trainer.accelerator.num_processes, trainer.accelerator.process_index
-        p = self.resolve(len(records), world)
+        if record_ids is None:
+            columns = getattr(dataset, "column_names", None) or []
+            record_ids = list(dataset[RECORD_ID_COLUMN]) if RECORD_ID_COLUMN in columns else None
+        records = record_rows(record_ids, len(dataset))
+        p = self.resolve(len(records), num_processes)
+        s = self.settings
         sampler = RecordBatchSampler(records, sample_rate=p.sample_rate, steps_per_epoch=p.steps_per_epoch,
-                                     micro_batches=args.gradient_accumulation_steps, num_processes=world,
-                                     process_index=rank, seed=args.data_seed if args.data_seed is not None else args.seed,
-                                     poisson=p.poisson_sampling, batch_records=p.expected_batch_size)
-        dataset = trainer._remove_unused_columns(dataset, description="training")
-        return RecordDataLoader(dataset, batch_sampler=sampler, collate_fn=EmptyBatchCollator(trainer.data_collator),
-                                num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory)
+                                     micro_batches=s.gradient_accumulation_steps, num_processes=num_processes,
+                                     process_index=process_index, seed=s.seed, poisson=p.poisson_sampling,
+                                     batch_records=p.expected_batch_size)
+        return RecordDataLoader(dataset, batch_sampler=sampler, collate_fn=EmptyBatchCollator(collate_fn),
+                                num_workers=num_workers, pin_memory=pin_memory)
 
     def resolve(self, num_records: int, world_size: int) -> PrivacyParams:
         """Sample rate, noise multiplier and budget for this run; clear errors for impossible settings."""
-        args = self.args
-        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size
+        s = self.settings
+        batch = s.per_device_batch_size * s.gradient_accumulation_steps * world_size
         if batch > num_records:
             raise ConfigError(
                 f"The logical batch ({batch} records = per_device_train_batch_size × gradient_accumulation_steps × "
                 f"processes) is larger than the {num_records} training records: lower the batch size."
             )
         q = batch / num_records
-        steps_per_epoch = int(1 / q) if args.dp_poisson_sampling else num_records // batch
-        planned = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
-        delta = args.dp_delta if args.dp_delta is not None else 1.0 / num_records
-        if args.dp_noise_multiplier is not None:
-            sigma = float(args.dp_noise_multiplier)
+        steps_per_epoch = int(1 / q) if s.poisson_sampling else num_records // batch
+        planned = s.max_steps if s.max_steps > 0 else math.ceil(s.num_train_epochs * steps_per_epoch)
+        delta = s.delta if s.delta is not None else 1.0 / num_records
+        if s.noise_multiplier is not None:
+            sigma = float(s.noise_multiplier)
         else:
-            sigma = calibrate_noise(args.dp_target_epsilon, delta, q, planned, args.dp_accountant)
-        if sigma == 0 and args.dp_target_epsilon is not None:
+            sigma = calibrate_noise(s.target_epsilon, delta, q, planned, s.accountant)
+        if sigma == 0 and s.target_epsilon is not None:
             raise ConfigError("dp_noise_multiplier 0 gives no privacy (ε = ∞) and cannot meet dp_target_epsilon.")
         if self.accountant is None or self._resume_state is not None:  # a second train() call continues
-            self.accountant = PrivacyAccountant(args.dp_accountant, delta)
+            self.accountant = PrivacyAccountant(s.accountant, delta)
         if self._resume_state is not None:
             self.accountant.load_state_dict(self._resume_state)
             self._resume_state = None
         if self.accountant.delta != delta:
             raise ConfigError(f"dp_delta changed from {self.accountant.delta} to {delta} within one run.")
         budget = None
-        if args.dp_target_epsilon is not None:
-            remaining = max_steps_within(args.dp_target_epsilon, sigma, q, delta, args.dp_accountant,
+        if s.target_epsilon is not None:
+            remaining = max_steps_within(s.target_epsilon, sigma, q, delta, s.accountant,
                                          done_history=self.accountant.history) if sigma > 0 else 0
             budget = self.accountant.steps + remaining
             if remaining == 0:
                 raise ConfigError(
-                    f"One more DP step would exceed dp_target_epsilon={args.dp_target_epsilon} (σ={sigma:.4g}, "
+                    f"One more DP step would exceed dp_target_epsilon={s.target_epsilon} (σ={sigma:.4g}, "
                     f"q={q:.4g}, δ={delta:.3g}, {self.accountant.steps} steps done): raise the target, the noise, or "
                     "lower the batch size."
                 )
             if budget < planned:
                 logger.warning("DP budget: ε would exceed %.4g after step %d; training will stop there (of %d planned).",
-                               args.dp_target_epsilon, budget, planned)
+                               s.target_epsilon, budget, planned)
             self.stop_at_step = budget
-        planned_eps = compute_epsilon(sigma, q, min(planned, budget or planned), delta, args.dp_accountant) \
+        planned_eps = compute_epsilon(sigma, q, min(planned, budget or planned), delta, s.accountant) \
             if sigma > 0 else float("inf")
         self.params_resolved = PrivacyParams(
             num_records=num_records, expected_batch_size=batch, sample_rate=q, steps_per_epoch=steps_per_epoch,
-            planned_steps=planned, noise_multiplier=sigma, max_grad_norm=args.dp_max_grad_norm, delta=delta,
-            accountant=args.dp_accountant, mode=args.dp_mode, poisson_sampling=args.dp_poisson_sampling,
-            target_epsilon=args.dp_target_epsilon, max_steps_in_budget=budget, planned_epsilon=planned_eps,
+            planned_steps=planned, noise_multiplier=sigma, max_grad_norm=s.max_grad_norm, delta=delta,
+            accountant=s.accountant, mode=s.mode, poisson_sampling=s.poisson_sampling,
+            target_epsilon=s.target_epsilon, max_steps_in_budget=budget, planned_epsilon=planned_eps,
         )
         logger.info("DP-SGD: %s", self.params_resolved)
         return self.params_resolved
@@ -184,53 +272,29 @@ class PrivacyEngine:
     # ------------------------------------------------------------------------------------------------
     # the step
     # ------------------------------------------------------------------------------------------------
-    def forward(self, trainer, model: nn.Module, inputs: dict[str, Any]):
-        """Per-row distillation losses ``[B]`` and the batch means of their terms."""
-        from ..trainer import MODEL_INPUT_KEYS
+    @contextmanager
+    def clipping(self, model: nn.Module, record_ids: torch.Tensor | None, num_rows: int) -> Iterator[RecordClipping]:
+        """Around one non-empty micro-batch: the per-row loss is computed from a forward of ``model`` (the
+        unwrapped student) inside the block, then ``clip.backward(per_row_loss)`` clips per record.
 
-        args = trainer.args
-        need_hidden = args.alpha_cos > 0
-        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        outputs = model(**model_inputs, output_hidden_states=need_hidden)
-        teacher_logprobs, teacher_hidden = None, None
-        if args.alpha_kd > 0 or need_hidden:
-            teacher_logprobs, teacher_hidden = trainer.teacher_targets(inputs, need_hidden=need_hidden)
-        return per_row_distillation_loss(
-            outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
-            temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
-            student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
-            **args.kd_kwargs(),
-        )
-
-    def clip_batch(self, trainer, model: nn.Module, inputs: dict[str, Any]):
-        """Forward, per-record clipping, accumulation into the running sum. Returns (mean row loss, norms, factors)."""
-        layout = RecordLayout(inputs.get(RECORD_ID_COLUMN), inputs["input_ids"].shape[0])
-        sync = model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else nullcontext()
-        with sync:
-            with trainer.compute_loss_context_manager(), self.clipper.capture():
-                row_loss, parts = self.forward(trainer, model, inputs)
-            norms, factors = self.clipper.clip_and_accumulate(row_loss, layout, self.args.dp_max_grad_norm,
-                                                              self.summed)
-        trainer._record_metrics(parts)
-        return row_loss.detach().mean(), norms, factors
+        Parameter ``.grad`` is left untouched: the clipped sum goes to the step's running sum."""
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise TypeError("DPSGDEngine.clipping needs the unwrapped student (the engine reduces gradients itself).")
+        if num_rows == 0:
+            raise ValueError("An empty micro-batch has nothing to clip: skip it (noise_step still runs).")
+        clip = RecordClipping(self, RecordLayout(record_ids, num_rows))
+        with self.clipper.capture():
+            yield clip
+        if clip.norms is None:
+            raise RuntimeError("The clipping block ended without clip.backward(per_row_loss).")
 
     def noise_step(self) -> None:
-        """Close a logical step: one noise draw for the global clipped sum, then account for it."""
+        """Close a logical step on EVERY process (one all-reduce): one noise draw for the global clipped sum,
+        set ``.grad`` of the trainable parameters, account for the step."""
         p = self.params_resolved
         privatize(self.params, self.summed, noise_std=p.noise_multiplier * p.max_grad_norm,
                   expected_batch_size=p.expected_batch_size)
         self.accountant.step(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate)
-
-    def training_step(self, trainer, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None):
-        model.train()
-        inputs = trainer._prepare_inputs(inputs)
-        if inputs["input_ids"].shape[0] > 0:
-            loss, _, _ = self.clip_batch(trainer, model, inputs)
-        else:  # an empty Poisson micro-batch: nothing to clip, noise still comes at the step's end
-            loss = torch.zeros((), device=trainer.args.device)
-        if trainer.accelerator.gradient_state.sync_gradients:
-            self.noise_step()
-        return loss / max(1, getattr(trainer, "current_gradient_accumulation_steps", 1))
 
     # ------------------------------------------------------------------------------------------------
     # reporting, checkpoints, resume
@@ -269,7 +333,7 @@ class PrivacyEngine:
             path = get_last_checkpoint(output_dir)
         if not path:
             return
-        state = PrivacyAccountant.read(path)
+        state = PrivacyAccountant.read(path)  # state_dict() and the step it was saved at
         if state is None:
             raise ConfigError(f"Checkpoint {path} has no privacy state (privacy_state.json): it was not trained with "
                               "DP, so its privacy cost is unknown. Resume it without dp_enabled, or start a new run.")
@@ -281,20 +345,28 @@ class PrivacyEngine:
             if step is not None and step != done:
                 raise ConfigError(f"Checkpoint {path} is at step {step} but its privacy accountant has {done} steps: "
                                   "the privacy state does not belong to this checkpoint.")
-        self._resume_state = state
+        self.load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's state (mechanism, δ, history): what a checkpoint needs to continue the ε curve."""
+        return self.accountant.state_dict() if self.accountant is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved :meth:`state_dict`; checked against this run's settings when data is resolved."""
+        self._resume_state = dict(state)
 
 
 class PrivacyCallback(TrainerCallback):
     """Saves the accountant in checkpoints, stops at the budget, writes ``privacy.json`` at the end."""
 
-    def __init__(self, engine: PrivacyEngine):
+    def __init__(self, engine: DPSGDEngine):
         self.engine = engine
 
     def on_step_end(self, args, state, control, **kwargs):
         e = self.engine
         if e.stop_at_step is not None and state.global_step >= e.stop_at_step and state.global_step < state.max_steps:
             e.stopped_reason = (f"stopped at step {state.global_step} of {state.max_steps}: one more step would exceed "
-                                f"dp_target_epsilon={args.dp_target_epsilon} (ε now {e.epsilon():.4g})")
+                                f"dp_target_epsilon={e.settings.target_epsilon} (ε now {e.epsilon():.4g})")
             logger.warning("DP budget reached: %s. The model trained so far is saved.", e.stopped_reason)
             control.should_training_stop = True
             control.should_save = control.should_save or args.save_strategy != "no"
