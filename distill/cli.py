@@ -1,7 +1,10 @@
-"""The `distill` command line: one subcommand a module in :mod:`distill.commands`.
+"""The `distill` command line: one subcommand a module in :mod:`distill.commands` (listed in :data:`COMMANDS`).
 
 Each module there defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args, extra) -> int``.
-Errors a user can cause (:class:`~distill.errors.DistillError`) are printed as one line, exit code 2.
+Errors a user can cause (:class:`~distill.errors.DistillError`) and bad flags are printed as one line, exit
+code 2, on the main process only (every process of an ``accelerate launch`` run raises the same error).
+Every ``--long-option`` is accepted with dashes or underscores (``--max-new-tokens`` = ``--max_new_tokens``),
+and error hints spell an option the way the running command takes it.
 """
 
 from __future__ import annotations
@@ -9,36 +12,76 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
+import os
 import sys
 
-from . import __version__, commands
-from .errors import DistillError
+from . import __version__
+from .errors import DistillError, use_option_style
 from .runtime import tune_cpu_allocator
+
+#: Subcommand modules of :mod:`distill.commands`, in the order `distill --help` lists them.
+COMMANDS = ("demo", "train", "evaluate", "counterfactual", "audit", "card", "push", "tiny_teacher")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that takes each long option with dashes or underscores and errs in one line."""
+
+    def add_argument(self, *names, **kwargs):
+        extra = []
+        for name in names:
+            if name.startswith("--"):
+                for alt in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+                    if alt not in names and alt not in extra:
+                        extra.append(alt)
+        return super().add_argument(*names, *extra, **kwargs)
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+    def option_style(self, dest: str, value) -> str:
+        """How this command takes option ``dest`` (for error hints): ``--allow-pickle``, ``--out DIR``."""
+        for action in self._actions:
+            if action.dest == dest and action.option_strings:
+                name = action.option_strings[0]
+                return name if value is None or action.nargs == 0 else f"{name} {value}"
+        return f"--{dest.replace('_', '-')}" + ("" if value is None else f" {value}")
+
+
+def config_option_style(dest: str, value) -> str:
+    """How `distill train` takes config key ``dest``: ``--allow_pickle true``."""
+    if value is None:
+        return f"--{dest}"
+    return f"--{dest} {str(value).lower() if isinstance(value, bool) else value}"
 
 
 def _command_modules():
-    mods = [importlib.import_module(f"{commands.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
-    return sorted((m for m in mods if hasattr(m, "NAME")), key=lambda m: getattr(m, "ORDER", 50))
+    return [importlib.import_module(f"{__package__}.commands.{name}") for name in COMMANDS]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="distill",
         description="fair-distill: distil causal LMs that are fair (counterfactual role reversal) and private "
                     "(DP-SGD), evaluate gender disparity, and publish with a model card.",
     )
     parser.add_argument("--version", action="version", version=f"fair-distill {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = {}
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
+    modules, parsers = {}, {}
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            add_help=getattr(mod, "ADD_HELP", True),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         modules[mod.NAME] = mod
+        parsers[mod.NAME] = p
+    parser.command_parsers = parsers
     return parser, modules
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a multi-process launch (torchrun / accelerate set RANK)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,13 +94,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     mod = modules[args.command]
+    sub = parser.command_parsers[args.command]
     if extra and not getattr(mod, "ACCEPTS_EXTRA", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    style = config_option_style if getattr(mod, "ACCEPTS_EXTRA", False) else sub.option_style
     try:
-        return int(mod.run(args, extra) or 0)
+        with use_option_style(style):
+            return int(mod.run(args, extra) or 0)
     except DistillError as exc:
-        print(f"distill {args.command}: error: {exc}", file=sys.stderr)
+        if is_main_process():
+            print(f"distill {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        return 0
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ override YAML keys: ``distill train --config x.yaml --learning_rate 1e-4``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import math
@@ -169,7 +170,18 @@ class DistillationConfig(TrainingArguments):
     dp_noise_multiplier: float | None = field(
         default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
     )
-    dp_delta: float | None = field(default=None, metadata={"help": "Delta (default: 1 / number of records)."})
+    dp_delta: float | None = field(
+        default=None, metadata={"help": "Delta (default: min(1e-5, 1/(N ln N)) for N records; must be < 1/N unless "
+                                "dp_allow_large_delta)."}
+    )
+    dp_allow_large_delta: bool = field(
+        default=False, metadata={"help": "Accept a dp_delta >= 1/N (a weak guarantee: off by default)."}
+    )
+    dp_reproducible: bool = field(
+        default=False, metadata={"help": "Derive the DP noise and record sampling from `seed` (tests/debugging only: "
+                                 "the guarantee then does not hold, and privacy.json and the model card say so). "
+                                 "Default: secret randomness from the OS."}
+    )
     dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
     dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
     dp_poisson_sampling: bool = field(
@@ -236,8 +248,6 @@ class DistillationConfig(TrainingArguments):
         if self.canary_repeats < 0:
             raise ConfigError(f"canary_repeats must be >= 0, got {self.canary_repeats}.")
         if self.dp_enabled:
-            if self.dp_max_grad_norm <= 0:
-                raise ConfigError(f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}.")
             if self.dp_target_epsilon is None and self.dp_noise_multiplier is None:
                 raise ConfigError(
                     "With dp_enabled, give dp_target_epsilon (noise calibrated to reach it), dp_noise_multiplier, "
@@ -254,12 +264,18 @@ class DistillationConfig(TrainingArguments):
                 raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
             # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
             self.max_grad_norm = 0.0
-            if self.dp_target_epsilon is not None and self.dp_target_epsilon <= 0:
-                raise ConfigError(f"dp_target_epsilon must be > 0, got {self.dp_target_epsilon}.")
-            if self.dp_noise_multiplier is not None and self.dp_noise_multiplier < 0:
-                raise ConfigError(f"dp_noise_multiplier must be >= 0, got {self.dp_noise_multiplier}.")
-            if self.dp_delta is not None and not 0 < self.dp_delta < 1:
-                raise ConfigError(f"dp_delta must be in (0, 1), got {self.dp_delta}.")
+        self._check_dp_numbers()
+
+    def _check_dp_numbers(self) -> None:
+        """The DP budget keys: finite numbers in range (nan / inf are errors, not budgets)."""
+        checks = (("dp_target_epsilon", lambda v: v > 0, "a finite number > 0 (e.g. 8)"),
+                  ("dp_noise_multiplier", lambda v: v >= 0, "a finite number >= 0 (e.g. 1.0)"),
+                  ("dp_delta", lambda v: 0 < v < 1, "a finite number in (0, 1), below 1/records"),
+                  ("dp_max_grad_norm", lambda v: v > 0, "a finite number > 0"))
+        for name, ok, what in checks:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise ConfigError(f"{name} must be {what}, got {value}.")
 
     def _check_kd_and_cache(self) -> None:
         _check_choice("kd_loss", self.kd_loss, KD_LOSSES)
@@ -370,10 +386,75 @@ def read_yaml(path: str) -> dict[str, Any]:
     return flat
 
 
+class ConfigParser(HfArgumentParser):
+    """The config-key parser of `distill train`: a bad flag is one :class:`ConfigError`, not a usage dump."""
+
+    def error(self, message):
+        raise ConfigError(f"command line: {message.rstrip('.')}. Run `distill train --help` for the keys and their types.")
+
+
 def make_parser(prog: str = "distill train") -> HfArgumentParser:
-    parser = HfArgumentParser(DistillationConfig, prog=prog, allow_abbrev=False)
+    parser = ConfigParser(DistillationConfig, prog=prog, allow_abbrev=False)
     parser.add_argument("--config", type=str, default=None, help="YAML file of config keys (flags override it).")
     return parser
+
+
+def own_field_names() -> list[str]:
+    """The keys fair-distill adds to :class:`transformers.TrainingArguments`."""
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return [name for name in config_field_names() if name not in base]
+
+
+def format_train_help() -> str:
+    """`distill train --help`: fair-distill's own keys first, then every TrainingArguments key."""
+    parser = make_parser()
+    parser.usage = "distill train --config FILE [--key value ...]"
+    parser.description = ("Distil a teacher into a student. Keys come from the YAML file given with --config and "
+                          "are overridden by --key value flags (dashes or underscores: --max-steps = --max_steps).")
+    own = set(own_field_names()) | {"config"}
+    # argparse prints one section per argument group: move our keys into a group shown first
+    ours = parser.add_argument_group("fair-distill keys (teacher, student, loss, data, CRR, DP, fairness)")
+    rest = parser.add_argument_group("transformers.TrainingArguments keys")
+    for group in list(parser._action_groups):
+        if group in (ours, rest):
+            continue
+        for action in list(group._group_actions):
+            if action.option_strings and action.dest != "help":
+                group._group_actions.remove(action)
+                (ours if action.dest in own else rest)._group_actions.append(action)
+    ours._group_actions.sort(key=lambda a: a.dest != "config")
+    parser._action_groups = [g for g in parser._action_groups if g not in (ours, rest)] + [ours, rest]
+    return parser.format_help()
+
+
+def check_value_types(parser: HfArgumentParser, values: dict[str, Any], source: str) -> None:
+    """Raise one :class:`ConfigError` naming ``source`` and the key for a YAML value of the wrong type.
+
+    argparse would convert string defaults itself, but then a bad YAML value reads as a bad command-line flag.
+    """
+    actions = {}
+    for a in parser._actions:  # a bool key has --key (typed) and --no_key (store_false): keep the typed one
+        if a.type is not None or a.dest not in actions:
+            actions[a.dest] = a
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None or action.type is None or value is None:
+            continue
+        kind = getattr(action.type, "__name__", "value").replace("string_to_bool", "bool")
+        items = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
+        for item in items:
+            try:
+                if isinstance(item, str):
+                    item = action.type(item)
+                elif action.type is int and not (isinstance(item, int) or (isinstance(item, float) and item.is_integer())):
+                    raise ValueError
+                elif action.type is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
+                    raise ValueError
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                raise ConfigError(f"{source}: {key}: {value!r} is not a valid {kind}.") from None
+            if action.choices is not None and item not in action.choices:
+                raise ConfigError(f"{source}: {key}: {value!r} is not one of "
+                                  f"{', '.join(str(c) for c in action.choices)}.")
 
 
 def load_config(config_path: str | None = None, cli_args: list[str] | None = None,
@@ -384,22 +465,30 @@ def load_config(config_path: str | None = None, cli_args: list[str] | None = Non
     """
     parser = make_parser()
     cli_args = list(cli_args or [])
-    if config_path is None and "--config" in cli_args:
-        i = cli_args.index("--config")
-        if i + 1 >= len(cli_args):
-            raise ConfigError("--config needs a file path.")
-        config_path = cli_args[i + 1]
-        del cli_args[i : i + 2]
+    for i, arg in enumerate(cli_args):
+        if config_path is None and arg == "--config":
+            if i + 1 >= len(cli_args) or cli_args[i + 1].startswith("--"):
+                raise ConfigError("--config needs a file path: --config FILE.")
+            config_path = cli_args[i + 1]
+            del cli_args[i : i + 2]
+            break
+        if config_path is None and arg.startswith("--config="):
+            config_path = arg[len("--config="):]
+            del cli_args[i]
+            break
     values: dict[str, Any] = read_yaml(config_path) if config_path else {}
+    if values:
+        check_value_types(parser, values, source=config_path)
     if overrides:
         flat = flatten_sections(overrides, source="overrides")
         check_keys(flat, source="overrides")
+        check_value_types(parser, flat, source="overrides")
         values.update(flat)
     parser.set_defaults(**values)
     # argparse does not know which CLI flags are unknown ahead of time: report them with suggestions.
     namespace, unknown = parser.parse_known_args(cli_args)
     if unknown:
-        flags = [a[2:].split("=")[0] for a in unknown if a.startswith("--")]
+        flags = [a[2:].split("=")[0].replace("-", "_") for a in unknown if a.startswith("--")]
         check_keys(flags or unknown, source="command line")
         raise ConfigError(f"command line: unexpected arguments {unknown}.")
     if overrides:  # overrides beat CLI flags

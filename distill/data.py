@@ -51,6 +51,63 @@ def _builder_for(path: str) -> str:
     return FILE_BUILDERS[ext]
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = set()
+    while id(exc) not in seen and (exc.__cause__ or exc.__context__) is not None:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
+def _not_utf8(path: str, exc: UnicodeDecodeError) -> ConfigError:
+    return ConfigError(f"'{path}' is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at position "
+                       f"{exc.start}): re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`.")
+
+
+def read_text(path: str, what: str = "file") -> str:
+    """The whole UTF-8 text of ``path``; a missing or non-UTF-8 file is one :class:`ConfigError`."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} '{path}' does not exist.")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+
+
+def load_local_file(path: str, split: str = "train", what: str = "train_file") -> Dataset:
+    """One local data file as a ``Dataset``; an empty, non-UTF-8 or malformed file is one :class:`ConfigError`."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} '{path}' does not exist.")
+    builder = _builder_for(path)
+    if os.path.getsize(path) == 0:
+        raise ConfigError(f"{what} '{path}' is empty: give a file with at least one text.")
+    try:
+        ds = load_dataset(builder, data_files={split: path}, split=split)
+    except Exception as exc:  # datasets wraps the reader's error (DatasetGenerationError, ArrowInvalid, ...)
+        cause = _root_cause(exc)
+        if isinstance(cause, UnicodeDecodeError):
+            raise _not_utf8(path, cause) from None
+        if isinstance(cause, (KeyboardInterrupt, MemoryError)):
+            raise
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if "utf8" in detail.lower() or "utf-8" in detail.lower():
+            raise ConfigError(f"'{path}' is not UTF-8 text ({detail.rstrip('.')}): re-save it as UTF-8, e.g. "
+                              "`iconv -f latin1 -t utf-8 IN > OUT`.") from None
+        raise ConfigError(f"{what} '{path}' could not be read as {builder} ({detail.rstrip('.')}): check that it is "
+                          f"a valid {os.path.splitext(path)[1]} file (text in UTF-8).") from None
+    if len(ds) == 0:
+        raise ConfigError(f"{what} '{path}' holds no rows: give a file with at least one text.")
+    try:  # the json and csv readers keep invalid UTF-8 bytes in string columns: full validation finds them
+        ds.data.table.validate(full=True)
+    except Exception as exc:  # pyarrow.ArrowInvalid
+        if "utf8" in str(exc).lower() or "utf-8" in str(exc).lower():
+            raise ConfigError(f"'{path}' is not UTF-8 text: re-save it as UTF-8, e.g. "
+                              "`iconv -f latin1 -t utf-8 IN > OUT`.") from None
+        raise
+    return ds
+
+
 def load_raw_datasets(
     dataset_name: str | None = None,
     *,
@@ -85,19 +142,18 @@ def load_raw_datasets(
                 "Offline? Use train_file with a local file, or dataset_name: builtin:tiny."
             ) from None
     else:
-        if not os.path.isfile(train_file):
-            raise ConfigError(f"train_file '{train_file}' does not exist.")
-        train = load_dataset(_builder_for(train_file), data_files={"train": train_file}, split="train")
+        train = load_local_file(train_file, "train", "train_file")
     if validation_file is not None:
-        if not os.path.isfile(validation_file):
-            raise ConfigError(f"validation_file '{validation_file}' does not exist.")
-        validation = load_dataset(_builder_for(validation_file), data_files={"validation": validation_file},
-                                  split="validation")
+        validation = load_local_file(validation_file, "validation", "validation_file")
     if text_column not in train.column_names:
         raise ConfigError(
             f"The training data has no column '{text_column}' (columns: {', '.join(train.column_names)}): "
             "set text_column to the column holding the text."
         )
+    if train_file is not None and not any(isinstance(t, str) and t.strip() for batch in
+                                          train.select_columns([text_column]).iter(batch_size=1000)
+                                          for t in batch[text_column]):
+        raise ConfigError(f"train_file '{train_file}' holds no text in column '{text_column}'.")
     if validation is None and validation_split_percentage > 0 and len(train) >= 2:
         n_val = max(1, int(len(train) * validation_split_percentage / 100))
         split = train.train_test_split(test_size=n_val, seed=seed, shuffle=True)
@@ -112,15 +168,8 @@ def load_raw_datasets(
 # tokenisation and packing
 # ---------------------------------------------------------------------------------------------------
 def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_column: str = "text",
-                      packing: bool = True, num_proc: int | None = None,
-                      extra_columns: tuple[str, ...] = ()) -> Dataset:
-    """Tokenise ``text_column``; pack into ``block_size`` blocks, or keep one (truncated) record per row.
-
-    ``extra_columns`` (e.g. counterfactual texts) are tokenised the same way into ``{column}_input_ids``;
-    they are only supported without packing, where rows stay aligned with records.
-    """
-    if extra_columns and packing:
-        raise ConfigError("Extra per-record columns need packing: false (one record per row).")
+                      packing: bool = True, num_proc: int | None = None) -> Dataset:
+    """Tokenise ``text_column``; pack into ``block_size`` blocks, or keep one (truncated) record per row."""
     eos = tokenizer.eos_token_id
     # one record a row: keep the record index (differential privacy's unit) next to the tokens
     if not packing:
@@ -128,10 +177,7 @@ def tokenize_and_pack(dataset: Dataset, tokenizer, *, block_size: int, text_colu
     remove = [c for c in dataset.column_names if packing or c != RECORD_ID]
 
     def tok(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        out = {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
-        for col in extra_columns:
-            out[f"{col}_input_ids"] = tokenizer(batch[col], add_special_tokens=False)["input_ids"]
-        return out
+        return {"input_ids": tokenizer(batch[text_column], add_special_tokens=False)["input_ids"]}
 
     tokenized = dataset.map(tok, batched=True, remove_columns=remove, num_proc=num_proc, desc="Tokenizing")
     if not packing:

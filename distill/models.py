@@ -14,9 +14,10 @@ import json
 import os
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
 
-from .errors import DistillError, UnsafeWeightsError
+from .errors import DistillError, UnsafeWeightsError, option_hint
 
 BUILTIN_PREFIX = "builtin:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -48,8 +49,33 @@ def resolve_builtin(name_or_path: str) -> str:
     return ensure_builtin_model(name_or_path[len(BUILTIN_PREFIX):])
 
 
+def looks_like_path(name: str) -> bool:
+    """True when ``name`` can only be a local path (not a Hub repo id such as ``gpt2`` or ``org/name``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
+
+
+def check_local_path(name_or_path: str, what: str = "model") -> None:
+    """A clear error for a local path that does not exist (instead of the Hub's "Repo id must be ...")."""
+    if not os.path.exists(name_or_path) and looks_like_path(name_or_path):
+        raise DistillError(f"The {what} path '{name_or_path}' does not exist: check the path (or give a Hub name "
+                           "such as gpt2, or builtin:tiny-gpt2).")
+    if os.path.exists(name_or_path) and not os.path.isdir(name_or_path):
+        raise DistillError(f"The {what} path '{name_or_path}' is a file: give the directory that holds config.json "
+                           "and the weights.")
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     path = resolve_builtin(name_or_path)
+    check_local_path(path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -67,7 +93,7 @@ def maybe_load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrain
     return load_tokenizer(path, trust_remote_code=trust_remote_code)
 
 
-def check_safe_weights(path: str, allow_pickle: bool, how_to_allow: str = "pass --allow_pickle true") -> None:
+def check_safe_weights(path: str, allow_pickle: bool, how_to_allow: str | None = None) -> None:
     """Refuse a local model directory whose weights exist only as pickle files."""
     if allow_pickle or not os.path.isdir(path):
         return
@@ -78,7 +104,8 @@ def check_safe_weights(path: str, allow_pickle: bool, how_to_allow: str = "pass 
     if pickles:
         raise UnsafeWeightsError(
             f"{path} holds only pickle weights ({', '.join(sorted(pickles))}), which can execute code when "
-            f"loaded. Convert them to safetensors, or {how_to_allow} if you trust their source."
+            f"loaded. Convert them to safetensors, or {how_to_allow or 'pass ' + option_hint('allow_pickle', True)} "
+            "if you trust their source."
         )
 
 
@@ -86,6 +113,7 @@ def load_causal_lm(name_or_path: str, *, dtype: str | torch.dtype = "auto", trus
                    allow_pickle: bool = False) -> torch.nn.Module:
     """Load a causal LM from a Hub name, a local directory or ``builtin:NAME`` (safetensors only by default)."""
     path = resolve_builtin(name_or_path)
+    check_local_path(path, "model")
     check_safe_weights(path, allow_pickle)
     if isinstance(dtype, str):
         torch_dtype = DTYPES.get(dtype, torch.float32)  # 'auto' -> float32: the safe choice on CPU
@@ -100,6 +128,9 @@ def load_causal_lm(name_or_path: str, *, dtype: str | torch.dtype = "auto", trus
         )
     except (OSError, ValueError) as exc:
         raise DistillError(_not_found_message("model", name_or_path, exc)) from None
+    except SafetensorError as exc:  # zero-byte, truncated or corrupt weights
+        raise DistillError(f"The weights of '{name_or_path}' are damaged ({exc}): the file is empty, cut short or "
+                           "not safetensors. Save or download the model again.") from None
     return model
 
 
@@ -111,4 +142,6 @@ def _not_found_message(what: str, name: str, exc: Exception) -> str:
         "the offline tiny teacher."
         if offline or not os.path.exists(name) else ""
     )
-    return f"Could not load {what} '{name}': {first}.{hint}"
+    if not os.path.exists(name) and "/" in name:
+        hint = f" No local directory '{name}' exists either." + hint
+    return f"Could not load {what} '{name}': {first.rstrip('.')}.{hint}"

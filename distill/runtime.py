@@ -31,3 +31,28 @@ def tune_cpu_allocator() -> bool:
         ok = False
     _done = ok
     return ok
+
+
+def resolve_device(spec: str | None):
+    """``torch.device`` for a ``--device`` value (None: cuda when available, else cpu), checked to exist here."""
+    import torch
+
+    from .errors import DistillError, option_hint
+
+    if spec is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    flag = option_hint("device", spec)
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise DistillError(f"{flag}: not a device name; use cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DistillError(f"{flag}: CUDA is not available on this machine ({build}): use cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DistillError(f"{flag}: there are only {torch.cuda.device_count()} CUDA device(s) "
+                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DistillError(f"{flag}: MPS is not available on this machine: use cpu.")
+    return device

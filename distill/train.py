@@ -6,14 +6,15 @@ import json
 import logging
 import os
 
-from transformers.trainer_utils import get_last_checkpoint
-
+from .checkpoints import (CheckpointCompleteCallback, check_not_finished, is_complete, last_complete_checkpoint,
+                          read_trainer_state)
 from .config import DistillationConfig
 from .data import prepare_datasets
 from .errors import ConfigError
 from .hub.push import check_can_push, publish_run
-from .hub.run_info import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
 from .models import load_tokenizer, resolve_builtin
+from .outputs import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
+from .outputs import check_output_dir as check_output_path
 from .parallel import check_parallel_engine
 
 logger = logging.getLogger(__name__)
@@ -22,29 +23,37 @@ logger = logging.getLogger(__name__)
 def check_output_dir(args: DistillationConfig) -> None:
     """Refuse to train into a non-empty output_dir unless resuming or explicitly allowed (nothing is lost)."""
     out = args.output_dir
+    check_output_path(out, "output_dir")
     if args.resume_from_checkpoint or args.overwrite_output_dir:
         return
     if os.path.isdir(out) and os.listdir(out):
-        last = get_last_checkpoint(out)
-        hint = (f" To continue that run, pass --resume_from_checkpoint {last}." if last else "")
+        last = last_complete_checkpoint(out)
+        state = (read_trainer_state(last) or {}) if last else {}
+        unfinished = last and state.get("global_step", 0) < state.get("max_steps", 0)
+        hint = (f" To continue that run, pass --resume_from_checkpoint latest ({last}); otherwise choose"
+                if unfinished else " Choose")
         raise ConfigError(
             f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
-            "Otherwise choose a new --output_dir, or pass --overwrite_output_dir true."
+            "a new --output_dir, or pass --overwrite_output_dir true."
         )
 
 
 def resolve_resume(args: DistillationConfig) -> str | None:
-    """``resume_from_checkpoint``: a path, or 'true'/'latest' for the last checkpoint in output_dir."""
+    """``resume_from_checkpoint``: a path, or 'true'/'latest' for the last complete checkpoint in output_dir."""
     value = args.resume_from_checkpoint
     if value is None:
         return None
     if str(value).lower() in ("true", "latest", "last"):
-        last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+        last = last_complete_checkpoint(args.output_dir)
         if last is None:
-            raise ConfigError(f"No checkpoint-* folder in {args.output_dir} to resume from.")
-        return last
-    if not os.path.isdir(value):
+            raise ConfigError(f"No complete checkpoint-* folder in {args.output_dir} to resume from.")
+        value = last
+    elif not os.path.isdir(value):
         raise ConfigError(f"resume_from_checkpoint '{value}' is not a directory.")
+    elif not is_complete(value):
+        raise ConfigError(f"resume_from_checkpoint '{value}' is incomplete (no valid trainer_state.json: its save "
+                          "was interrupted): pass an earlier checkpoint, or 'latest' for the last complete one.")
+    check_not_finished(value, args)
     return value
 
 
@@ -74,6 +83,7 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
         from .fairness.callback import FairnessCallback
 
         trainer.add_callback(FairnessCallback.from_trainer(trainer))
+    trainer.add_callback(CheckpointCompleteCallback())  # last: marks a checkpoint whole after every other save
     return trainer
 
 

@@ -65,3 +65,72 @@ def test_accelerate_launch_two_processes(tmp_path, tiny_teacher_dir):
     seen = [h["num_input_tokens_seen"] for h in state["log_history"] if "num_input_tokens_seen" in h]
     assert max(seen) == 4 * 2 * 2 * 32
     assert (out / "model.safetensors").exists()
+
+
+def _readme_commands():
+    """Every `distill ...` command line of the README: ```bash blocks and inline `...` spans (no placeholders)."""
+    import re
+    import shlex
+
+    text = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        lines += block.replace("\\\n", " ").splitlines()
+    lines += [m for m in re.findall(r"`([^`\n]+)`", text)  # inline: whole commands, not mentions of a name
+              if " --" in m and not re.search(r"\.\.\.|\bDIR\b|\bFILE\b| N ", m)]
+    commands = []
+    for line in lines:
+        line = re.split(r"\s+#\s", line)[0].strip()
+        line = line.split("|")[-1].strip()  # `echo ... | distill ...`
+        if line.startswith("accelerate launch") and " -m distill " in line:
+            line = "distill " + line.split(" -m distill ", 1)[1]
+        if line.startswith("distill "):
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_every_readme_command_parses():
+    """Each README command parses with the command's own parser; `train` commands load their config."""
+    import torch
+
+    from distill.cli import build_parser
+    from distill.config import load_config, read_yaml
+
+    commands = _readme_commands()
+    assert len(commands) >= 15 and ["demo"] in commands
+    parser, modules = build_parser()
+    for argv in commands:
+        args, extra = parser.parse_known_args(argv)
+        assert args.command in modules, argv
+        if args.command == "train" and not getattr(args, "help", False):
+            config_file = extra[extra.index("--config") + 1]
+            # the GPU recipes ask for bf16, which TrainingArguments refuses on a machine without a GPU
+            gpu_only = read_yaml(config_file).get("bf16") and not torch.cuda.is_available()
+            config = load_config(cli_args=extra, overrides={"bf16": False} if gpu_only else None)
+            assert config.output_dir
+        else:
+            assert not extra, argv
+
+
+def test_config_equals_form_and_yaml_type_errors(tmp_path):
+    from distill.config import load_config
+
+    a = load_config(cli_args=["--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "a")])
+    b = load_config(cli_args=["--config=configs/tiny.yaml", "--output_dir", str(tmp_path / "a")])
+    assert a.distill_dict() == b.distill_dict() and b.teacher_model_name_or_path == "builtin:tiny-gpt2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: abc\n")
+    for flag in (["--config", str(bad)], [f"--config={bad}"]):
+        res = _distill("train", *flag, "--output_dir", str(tmp_path / "o"))
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "learning_rate" in lines[0] and str(bad) in lines[0] and "usage" not in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_help_lists_own_keys_first():
+    out = _distill("train", "--help").stdout
+    ours, theirs = out.index("fair-distill keys"), out.index("transformers.TrainingArguments keys")
+    assert ours < theirs
+    assert ours < out.index("--temperature") < theirs and out.index("--learning_rate") > theirs
+    assert len(out[:ours].splitlines()) < 15  # no 600-line usage dump before our keys

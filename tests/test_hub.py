@@ -260,11 +260,14 @@ def test_push_without_token_changes_nothing(trained, tmp_path, fake_hub, capsys,
     assert fake_hub.calls == []
 
 
-def test_push_repo_error_exits_2_and_leaves_dir_byte_identical(trained, tmp_path, fake_hub, capsys):
+@pytest.mark.parametrize("with_card", [True, False])
+def test_push_repo_error_exits_2_and_leaves_dir_byte_identical(trained, tmp_path, fake_hub, capsys, with_card):
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
     model = _copy(trained[0], tmp_path)
+    if not with_card:  # the card a push generates is not written into DIR before the upload succeeded
+        os.remove(os.path.join(model, "README.md"))
     before = _tree_digest(model)
     response = httpx2.Response(403, request=httpx2.Request("POST", "https://huggingface.co/api/repos/create"))
     fake_hub.fail_with = HfHubHTTPError("403 Forbidden: you cannot write to x/y", response=response)

@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from distill.privacy.audit import canary_exposure, membership_auc, sequence_losses
+import random
+
+from distill.privacy.audit import (canary_exposure, extract_canaries, membership_attacks, membership_auc, roc_auc,
+                                   roc_curve, sequence_losses, tpr_at_fpr)
 from distill.privacy.canary import insert_canary, make_canary, random_candidates, split_canary
 
 
@@ -21,6 +24,36 @@ def test_membership_auc_is_the_mann_whitney_statistic():
     m, n = [0.3, 0.7, 0.2, 0.9], [0.4, 0.8, 0.1]
     pairs = sum((a < b) + 0.5 * (a == b) for a in m for b in n) / (len(m) * len(n))
     assert membership_auc(m, n) == pytest.approx(pairs)
+
+
+def _brute_force_roc(pos, neg):
+    """Every threshold t in the scores (and +inf): (FPR, TPR) of the rule score >= t, from the definition."""
+    points = {(0.0, 0.0)}
+    for t in set(pos) | set(neg):
+        points.add((sum(x >= t for x in neg) / len(neg), sum(x >= t for x in pos) / len(pos)))
+    return sorted(points)
+
+
+def test_roc_auc_and_tpr_at_fpr_match_brute_force():
+    rng = random.Random(0)
+    for _ in range(200):
+        pos = [rng.choice(range(8)) + rng.random() * rng.choice([0, 1]) for _ in range(rng.randint(1, 30))]
+        neg = [rng.choice(range(8)) + rng.random() * rng.choice([0, 1]) for _ in range(rng.randint(1, 30))]
+        fpr, tpr = roc_curve(pos, neg)
+        assert sorted(zip(fpr, tpr)) == _brute_force_roc(pos, neg)
+        pairs = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+        assert roc_auc(pos, neg) == pytest.approx(pairs)
+        for max_fpr in (0.0, 0.001, 0.01, 0.1, 0.5, 1.0):
+            ref = max(sum(x >= t for x in pos) / len(pos) if sum(x >= t for x in neg) / len(neg) <= max_fpr else 0.0
+                      for t in list(set(pos) | set(neg)) + [float("inf")])
+            assert tpr_at_fpr(pos, neg, max_fpr) == pytest.approx(ref)
+    # members all above non-members: TPR 1 at FPR 0; reversed: 0
+    assert tpr_at_fpr([5, 6], [1, 2, 3], 0.001) == 1.0 and tpr_at_fpr([1, 2], [5, 6], 0.01) == 0.0
+    attacks = membership_attacks([0.1, 0.2], [0.9, 1.0], [0.5, 0.5], [0.5, 0.5])
+    assert attacks["loss_threshold"]["auc"] == 1.0 and attacks["reference_calibrated"]["auc"] == 1.0
+    # the reference removes per-text difficulty: members are easy texts the model did NOT learn extra
+    flat = membership_attacks([0.1, 0.2], [0.9, 1.0], [0.1, 0.2], [0.9, 1.0])
+    assert flat["loss_threshold"]["auc"] == 1.0 and flat["reference_calibrated"]["auc"] == 0.5
 
 
 def test_canary_format_and_candidates():
@@ -47,25 +80,38 @@ def _run(tiny_args, texts, out, dp: bool):
     return run_training(tiny_args(**kw), texts=texts)
 
 
-def test_dp_lowers_exposure_and_membership_inference(tiny_args, tmp_path, gpt2_tok):
-    """Canary inserted 16x, 32 member records, 30 steps: without DP the model memorises; with DP (σ=1) it does not."""
+def test_dp_lowers_exposure_and_membership_inference(tiny_args, tmp_path, gpt2_tok, tiny_teacher_dir):
+    """Canary inserted 16x, 32 member records, 30 steps: without DP the model memorises; with DP (σ=1) it does not.
+    Both attacks (loss threshold, teacher-calibrated), exposure and extraction."""
+    from distill.models import load_causal_lm
+
     from distill.data import builtin_texts
 
     unique = list(dict.fromkeys(builtin_texts("tiny")))
     members, non_members = unique[:32], unique[100:132]
     canary = make_canary(7)
-    results = {}
+    teacher = load_causal_lm(tiny_teacher_dir)
+    rm, rn = sequence_losses(teacher, gpt2_tok, members), sequence_losses(teacher, gpt2_tok, non_members)
+    results, extraction = {}, {}
     for dp in (False, True):
         trainer = _run(tiny_args, members, tmp_path / f"dp{int(dp)}", dp)
         model = trainer.model
         lm = sequence_losses(model, gpt2_tok, members)
         ln = sequence_losses(model, gpt2_tok, non_members)
         exp = canary_exposure(model, gpt2_tok, canary, num_candidates=127, seed=0)
-        results[dp] = (membership_auc(lm, ln), exp.exposure)
-    (auc_plain, exp_plain), (auc_dp, exp_dp) = results[False], results[True]
-    print("audit (auc, exposure):", results)
+        attacks = membership_attacks(lm, ln, rm, rn)
+        assert attacks["loss_threshold"]["auc"] == pytest.approx(membership_auc(lm, ln))
+        results[dp] = (attacks["loss_threshold"]["auc"], attacks["reference_calibrated"]["auc"], exp.exposure)
+        extraction[dp] = extract_canaries(model, gpt2_tok, [canary], num_beams=8)[0]
+    (auc_plain, cal_plain, exp_plain), (auc_dp, cal_dp, exp_dp) = results[False], results[True]
+    print("audit (loss AUC, calibrated AUC, exposure):", results, "extraction:", extraction)
     assert exp_plain >= 5.0 and exp_plain > exp_dp + 3.0, results
     assert auc_plain >= 0.7 and auc_plain > auc_dp + 0.15, results
+    assert cal_plain >= 0.8 and cal_plain > cal_dp + 0.2, results
+    # 30 steps memorise the canary partly: greedy decoding recovers more of its digits without DP than with it
+    # (measured: 3 of 6 without DP, 0 of 6 with σ=1)
+    assert extraction[False]["digits_correct_greedy"] > extraction[True]["digits_correct_greedy"], extraction
+    assert not extraction[True]["extracted_greedy"] and extraction[True]["beam_rank"] is None, extraction
     assert (tmp_path / "dp1" / "privacy.json").exists()
 
 
@@ -76,14 +122,39 @@ def test_audit_command_writes_audit_json(tiny_teacher_dir, tmp_path):
     out = tmp_path / "audit.json"
     res = subprocess.run([sys.executable, "-m", "distill", "audit", "--model", tiny_teacher_dir, "--members",
                           str(members), "--non-members", str(non_members), "--canary-seed", "7",
-                          "--num-candidates", "15", "--output", str(out)],
+                          "--num-candidates", "15", "--num-beams", "4", "--reference", tiny_teacher_dir,
+                          "--output", str(out)],
                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert 0.0 <= report["membership_inference"]["auc"] <= 1.0
+    mia = report["membership_inference"]
+    assert 0.0 <= mia["loss_threshold"]["auc"] <= 1.0
+    assert mia["reference_calibrated"]["auc"] == 0.5  # the model is its own reference: every score is 0
+    assert mia["reference_model"] == tiny_teacher_dir
     c = report["canaries"][0]
+    assert c["extraction"]["num_beams"] == 4 and isinstance(c["extraction"]["extracted_greedy"], bool)
     assert c["canary"] == make_canary(7) and 1 <= c["rank"] <= 16
     assert c["exposure"] == pytest.approx(math.log2(16) - math.log2(c["rank"]))
     bad = subprocess.run([sys.executable, "-m", "distill", "audit", "--model", tiny_teacher_dir, "--members",
                           str(members)], capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300)
     assert bad.returncode == 2 and "--non-members" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sweep_table_plot_and_epsilon_parsing(tmp_path):
+    from distill.demo.privacy_sweep import format_sweep_table, parse_epsilons, plot_sweep
+    from distill.errors import ConfigError
+
+    assert parse_epsilons("1, 4,8,inf") == [1.0, 4.0, 8.0, math.inf]
+    for bad in ("", "a,b", "0,1", "nan"):
+        with pytest.raises(ConfigError, match="--epsilons"):
+            parse_epsilons(bad)
+    rows = [{"name": f"{m}_eps{e}", "crr": m == "crr", "target_epsilon": e, "epsilon": e, "perplexity": 2.0,
+             "mia_loss_auc": 0.6, "mia_loss_tpr_1pct": 0.02, "mia_ref_auc": 0.7, "mia_ref_tpr_1pct": 0.05,
+             "canary_exposure": 3.0, "canary_max_exposure": 9.0, "canary_extracted_greedy": e is None,
+             "canary_beam_rank": 2 if e == 8 else None, "canary_digits_greedy": 1, "cooccurrence_bias": 0.4}
+            for m in ("kd", "crr") for e in (1.0, 8, None)]
+    report = {"epsilons": ["1", "8", "inf"], "rows": rows}
+    table = format_sweep_table(report).splitlines()
+    assert len(table) == 2 + len(rows) and "greedy" in table[4] and "beam 2" in table[3] and "no (1/6)" in table[2]
+    plot_sweep(report, str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000

@@ -1,6 +1,7 @@
 """DP training through DistillationTrainer: noise, accounting across resume, budget stop, config errors."""
 
 import json
+import math
 import os
 
 import pytest
@@ -41,7 +42,7 @@ def test_dp_training_and_kill_and_resume_give_the_same_epsilon(tiny_args, tmp_pa
     assert eps == sorted(eps) and eps[0] > 0
     p = full.privacy.params_resolved
     assert eps[-1] == pytest.approx(compute_epsilon(1.0, p.sample_rate, 6, p.delta), rel=1e-9)
-    assert p.expected_batch_size == 4 and p.delta == pytest.approx(1 / p.num_records)
+    assert p.expected_batch_size == 4 and p.delta == pytest.approx(min(1e-5, 1 / (p.num_records * math.log(p.num_records))))
     full_summary = json.loads((tmp_path / "full" / "privacy.json").read_text())
     assert full_summary["epsilon"] == pytest.approx(eps[-1]) and full_summary["steps"] == 6
 

@@ -1,1 +1,1 @@
-"""`distill` subcommands, discovered by :mod:`distill.cli` (one module a command)."""
+"""`distill` subcommands, one module a command; :data:`distill.cli.COMMANDS` lists them."""

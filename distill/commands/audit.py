@@ -1,22 +1,37 @@
-"""`distill audit`: membership-inference AUC and canary exposure of a trained model; writes audit.json."""
+"""`distill audit`: membership inference (two attacks), canary exposure and extraction; ``--sweep``: the
+privacy-utility-fairness curve (:mod:`distill.demo.privacy_sweep`)."""
 
 from __future__ import annotations
 
 NAME = "audit"
-ORDER = 40
-HELP = "Privacy audit: loss-threshold membership inference (AUC) and canary exposure; writes audit.json."
+HELP = ("Privacy audit: membership inference (loss threshold, reference-calibrated), canary exposure and "
+        "extraction; --sweep trains at several epsilons and plots the privacy-utility-fairness curve.")
 DESCRIPTION = """Privacy audit of a causal LM.
 
   distill audit --model runs/tiny-dp --members train.txt --non-members heldout.txt [--canary-seed 1234]
+  distill audit --sweep --quick --out runs/privacy-sweep
 
 Members/non-members: .txt (one text a line), .json/.jsonl/.csv/.parquet (column --text-column).
-Membership inference scores each text by -loss; AUC 0.5 means no measurable leakage.
-Canary exposure ranks the canary among --num-candidates random secrets of its format by perplexity:
-log2|R| - log2(rank); give the canary text (--canary) or the canary_seed used in training (--canary-seed)."""
+Membership inference: the loss-threshold attack (score = -loss) and, with a reference model (--reference, default:
+the teacher named in MODEL/distill_config.yaml), the reference-calibrated attack (score = reference loss - model
+loss). Each reports AUC (0.5 = no measurable leakage) and TPR at 1% and 0.1% FPR.
+Canaries (--canary TEXT or --canary-seed N): exposure = log2|R| - log2(rank) among --num-candidates random secrets
+of the format, and extraction: greedy and beam decoding of the digits from the prefix.
+--sweep: trains the demo student at several epsilons (--epsilons), with and without CRR, and writes
+sweep.json, sweep.png and a table."""
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="Model directory (or Hub name) to audit.")
+    parser.add_argument("--model", help="Model directory (or Hub name) to audit.")
+    parser.add_argument("--reference", default=None,
+                        help="Reference model of the calibrated attack (default: the model's teacher, when known; "
+                             "'none' turns the attack off).")
+    parser.add_argument("--num-beams", type=int, default=10, help="Beams of canary extraction.")
+    parser.add_argument("--sweep", action="store_true",
+                        help="Train the demo student at several epsilons, with and without CRR, and audit each.")
+    parser.add_argument("--quick", action="store_true", help="--sweep: the small version (minutes on a CPU).")
+    parser.add_argument("--epsilons", default="1,4,8,inf", help="--sweep: comma-separated epsilons (inf = no noise).")
+    parser.add_argument("--out", default="runs/privacy-sweep", help="--sweep: output directory.")
     parser.add_argument("--members", help="Texts that were in the training data.")
     parser.add_argument("--non-members", help="Held-out texts from the same distribution.")
     parser.add_argument("--text-column", default="text", help="Column of the texts in json/csv/parquet files.")
@@ -36,17 +51,29 @@ def _read_texts(path: str, column: str, limit: int | None) -> list[str]:
     from ..errors import ConfigError
 
     if path.endswith((".txt", ".text")):
-        import os
+        from ..data import read_text
 
-        if not os.path.isfile(path):
-            raise ConfigError(f"'{path}' does not exist.")
-        with open(path, encoding="utf-8") as fh:
-            texts = [line.rstrip("\n") for line in fh if line.strip()]
+        texts = [line for line in read_text(path).splitlines() if line.strip()]
     else:
         texts = list(load_raw_datasets(train_file=path, text_column=column, validation_split_percentage=0)["train"][column])
     if not texts:
         raise ConfigError(f"'{path}' holds no texts.")
     return texts[:limit] if limit else texts
+
+
+def _reference_path(args) -> str | None:
+    """--reference, else the teacher recorded in MODEL/distill_config.yaml (None when unknown or 'none')."""
+    import os
+
+    if args.reference is not None:
+        return None if args.reference.lower() == "none" else args.reference
+    cfg = os.path.join(args.model, "distill_config.yaml")
+    if not os.path.isfile(cfg):
+        return None
+    import yaml
+
+    with open(cfg, encoding="utf-8") as fh:
+        return (yaml.safe_load(fh) or {}).get("teacher_model_name_or_path")
 
 
 def run(args, extra) -> int:
@@ -55,11 +82,21 @@ def run(args, extra) -> int:
 
     from ..errors import ConfigError
     from ..models import load_causal_lm, load_tokenizer
-    from ..privacy.audit import canary_exposure, exposure_dict, membership_auc, sequence_losses
+    from ..outputs import check_output_file
+    from ..privacy.audit import canary_exposure, exposure_dict, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary
 
+    if args.sweep:
+        from ..demo.privacy_sweep import parse_epsilons, run_sweep
+
+        run_sweep(args.out, quick=args.quick, epsilons=parse_epsilons(args.epsilons))
+        return 0
+    if args.model is None:
+        raise ConfigError("Give --model DIR to audit a model (or --sweep to train and audit a series).")
     if (args.members is None) != (args.non_members is None):
         raise ConfigError("Give both --members and --non-members for membership inference (or neither).")
+    if args.output:
+        check_output_file(args.output, "output")  # before any work
     canaries = list(args.canary) + [make_canary(s) for s in args.canary_seed]
     if args.members is None and not canaries:
         raise ConfigError("Nothing to audit: give --members/--non-members and/or --canary / --canary-seed.")
@@ -71,15 +108,21 @@ def run(args, extra) -> int:
         non_members = _read_texts(args.non_members, args.text_column, args.max_examples)
         lm = sequence_losses(model, tok, members, batch_size=args.batch_size)
         ln = sequence_losses(model, tok, non_members, batch_size=args.batch_size)
-        report["membership_inference"] = {
-            "attack": "loss threshold (score = -loss)", "auc": membership_auc(lm, ln),
-            "num_members": len(lm), "num_non_members": len(ln),
-            "mean_member_loss": sum(lm) / len(lm), "mean_non_member_loss": sum(ln) / len(ln),
-        }
+        rm = rn = None
+        reference = _reference_path(args)
+        if reference is not None:
+            ref = load_causal_lm(reference, dtype="float32", allow_pickle=args.allow_pickle)
+            rm = sequence_losses(ref, tok, members, batch_size=args.batch_size)
+            rn = sequence_losses(ref, tok, non_members, batch_size=args.batch_size)
+            del ref
+        report["membership_inference"] = membership_attacks(lm, ln, rm, rn)
+        report["membership_inference"]["reference_model"] = reference
     if canaries:
         try:
             report["canaries"] = [exposure_dict(canary_exposure(model, tok, c, args.num_candidates, seed=args.seed))
                                   for c in canaries]
+            for entry, extracted in zip(report["canaries"], extract_canaries(model, tok, canaries, args.num_beams)):
+                entry["extraction"] = extracted
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     privacy = os.path.join(args.model, "privacy.json")
@@ -88,10 +131,15 @@ def run(args, extra) -> int:
             report["dp"] = {k: v for k, v in json.load(fh).items() if k in ("epsilon", "delta", "noise_multiplier")}
     out = args.output or (os.path.join(args.model, "audit.json") if os.path.isdir(args.model) else "audit.json")
     with open(out, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    if "membership_inference" in report:
-        print(f"membership inference AUC: {report['membership_inference']['auc']:.3f}")
+        json.dump(report, fh, indent=2, allow_nan=False)
+    for name, attack in (report.get("membership_inference") or {}).items():
+        if isinstance(attack, dict):
+            print(f"membership inference, {attack['attack']}: AUC {attack['auc']:.3f}, TPR@1%FPR "
+                  f"{attack['tpr_at_1pct_fpr']:.3f}, TPR@0.1%FPR {attack['tpr_at_0.1pct_fpr']:.3f}")
     for c in report.get("canaries", []):
-        print(f"canary exposure: {c['exposure']:.2f} of {c['max_exposure']:.2f} (rank {c['rank']})")
+        ex = c["extraction"]
+        rank = f"rank {ex['beam_rank']} of {ex['num_beams']} beams" if ex["beam_rank"] else f"not in {ex['num_beams']} beams"
+        print(f"canary exposure: {c['exposure']:.2f} of {c['max_exposure']:.2f} (rank {c['rank']}); extraction: "
+              f"greedy {'yes' if ex['extracted_greedy'] else 'no'}, {rank}")
     print(f"wrote {out}")
     return 0

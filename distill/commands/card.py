@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "card"
-ORDER = 55
 HELP = "Write the model card (README.md) of a trained model: metadata, perplexity, fairness and privacy."
 DESCRIPTION = HELP + """
 

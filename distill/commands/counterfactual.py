@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 NAME = "counterfactual"
-ORDER = 40
 HELP = "Print the gender-swapped counterfactual of a text (he <-> she, his <-> her, man <-> woman, ...)."
 DESCRIPTION = HELP + """
 

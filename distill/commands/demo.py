@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "demo"
-ORDER = 5
 HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a counterfactual-role-reversal student "
         "and a CRR + DP student, with fairness metrics, perplexity and a plot.")
 
@@ -18,7 +17,9 @@ def run(args, extra) -> int:
     from transformers.utils import logging as hf_logging
 
     from ..demo.pipeline import run_demo
+    from ..outputs import check_output_dir
 
+    check_output_dir(args.out, "out", empty=True)
     hf_logging.set_verbosity_error()
     run_demo(args.out, quick=args.quick, seed=args.seed)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "evaluate"
-ORDER = 20
 HELP = "Measure gender disparity of a causal LM (co-occurrence bias, parity, sentiment gap) and write a report."
 DESCRIPTION = HELP + """
 
@@ -34,6 +33,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--classifier", default=None,
                         help="Optional HF text-classification model (regard / toxicity) applied to generations.")
     parser.add_argument("--out", default="fairness_report", help="Output directory.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace a previous report in --out.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--allow-pickle", action="store_true", help="Allow loading pickle (.bin) weights.")
@@ -43,13 +43,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args, extra) -> int:
-    import torch
-
     from ..errors import DistillError
     from ..fairness import evaluate_disparity, format_table, write_report
     from ..fairness.prompts import builtin_prompts, load_prompts
     from ..models import load_causal_lm, load_tokenizer
+    from ..outputs import check_report_dir, remove_files
+    from ..runtime import resolve_device
 
+    previous = check_report_dir(args.out, overwrite=args.overwrite)  # before any work: nothing is lost
     if args.occupations:
         if args.prompts != "builtin":
             raise DistillError("--occupations selects builtin occupations: use it with --prompts builtin.")
@@ -60,7 +61,7 @@ def run(args, extra) -> int:
     from ..fairness.sharding import process_state
 
     state = process_state()  # under `accelerate launch` each process evaluates its share of the prompts
-    device = torch.device(args.device) if args.device else state.device
+    device = resolve_device(args.device) if args.device else state.device
     model = load_causal_lm(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            allow_pickle=args.allow_pickle).to(device)
     tokenizer = load_tokenizer(args.tokenizer or args.model, trust_remote_code=args.trust_remote_code)
@@ -68,9 +69,11 @@ def run(args, extra) -> int:
         model, tokenizer, prompts, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
         num_samples=args.num_samples, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
         do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        seed=args.seed, classifier=args.classifier, model_name=args.model, progress=not args.quiet)
+        seed=args.seed, classifier=args.classifier, model_name=args.model, progress=not args.quiet,
+        max_prompts_per_group=args.max_prompts_per_group)
     if not state.is_main_process:  # the main process alone writes and prints
         return 0
+    remove_files(args.out, previous)  # --overwrite: no file of the previous report survives next to this one
     paths = write_report(report, args.out, plot=not args.no_plot)
     print(format_table(report))
     print("\nWrote " + ", ".join(paths.values()))

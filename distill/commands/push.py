@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 NAME = "push"
-ORDER = 60
 HELP = "Upload a trained model (safetensors, tokenizer, model card, fairness/privacy reports) to the Hub."
 DESCRIPTION = HELP + """
 
 Uploads the top-level model files of DIR — never checkpoint-* folders or optimizer/RNG states. When DIR has
-no README.md, its model card is generated first (`distill card`). Any failure (offline, no token, a repo
-error) prints one message and exits with code 2; DIR is left as it was.
+no README.md, its model card is generated (as `distill card` does) and uploaded with the model, then saved into
+DIR once the upload succeeded. Any failure (offline, no token, a repo error) prints one message and exits with
+code 2; DIR is left byte-identical.
 """
 
 

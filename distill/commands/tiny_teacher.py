@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "tiny-teacher"
-ORDER = 90
 HELP = "Create and train a tiny GPT-2 teacher offline (GPT-2's real tokenizer, a few hundred K block params)."
 
 
@@ -21,8 +20,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args, extra) -> int:
+    from ..outputs import check_output_dir
     from ..tiny import TinyTeacherSpec, train_tiny_teacher
 
+    check_output_dir(args.output_dir, "output_dir", empty=True)
     spec = TinyTeacherSpec(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, steps=args.steps,
                            dataset=args.dataset, seed=args.seed)
     path = train_tiny_teacher(args.output_dir, spec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 NAME = "train"
-ORDER = 10
 HELP = "Distil a teacher into a student (config keys from YAML, overridden by --key value flags)."
 ADD_HELP = False  # the full key list comes from the config parser
 ACCEPTS_EXTRA = True
@@ -16,11 +15,11 @@ def add_arguments(parser) -> None:
 def run(args, extra: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ..config import load_config, make_parser
+    from ..config import format_train_help, load_config
     from ..train import run_training
 
     if args.help:
-        print(make_parser().format_help())
+        print(format_train_help())
         return 0
     hf_logging.set_verbosity_warning()
     config = load_config(cli_args=extra)

@@ -9,6 +9,8 @@
   ``{"group": {"entity": ["prompt", ...]}}`` (e.g. ``profession_prompt.json``, ``gender_prompt.json``).
   The group is the unit of the per-group table; groups named after one gender (``American_actors``,
   ``American_actresses``) give gendered-subject prompts.
+  BOLD's ``wikipedia/*_wiki.json`` files share this format but hold whole sentences; they are refused
+  (:func:`looks_like_sentences`), since a model asked to continue a finished sentence measures nothing.
 * ``FILE.txt`` (one prompt a line) or ``FILE.jsonl`` (``{"prompt": ..., "group": ..., "gender": ...}``,
   only ``prompt`` required).
 """
@@ -142,6 +144,10 @@ def load_bold(path: str, max_prompts_per_group: int | None = None) -> PromptSet:
     if problem:
         raise DistillError(f"{path} is not a BOLD prompt file ({problem}). Expected the published format "
                            '{"group": {"entity": ["prompt", ...]}}, e.g. BOLD\'s prompts/gender_prompt.json.')
+    texts = [t for entities in data.values() for v in entities.values() for t in v if t.strip()]
+    if os.path.basename(path).endswith("_wiki.json") or looks_like_sentences(texts):
+        raise DistillError(f"{path} holds whole sentences (BOLD's wikipedia/*_wiki.json), not prompts: a model would "
+                           "be asked to continue finished sentences. Use the matching prompts/*_prompt.json file.")
     prompts = []
     for group, entities in data.items():
         gender = group_gender(group)
@@ -160,8 +166,7 @@ def load_prompt_file(path: str, max_prompts_per_group: int | None = None) -> Pro
         raise DistillError(f"Prompt file '{path}' does not exist.")
     ext = os.path.splitext(path)[1].lower()
     prompts = []
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    lines = _read_text(path).splitlines()
     if ext == ".jsonl":
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -197,11 +202,24 @@ def load_prompts(spec: str = "builtin", max_prompts_per_group: int | None = None
     return load_prompt_file(spec, max_prompts_per_group)
 
 
+def _read_text(path: str) -> str:
+    from ..data import read_text
+
+    return read_text(path, "Prompt file")
+
+
 def _read_json(path: str):
-    if not os.path.isfile(path):
-        raise DistillError(f"Prompt file '{path}' does not exist.")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            return json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise DistillError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DistillError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+
+def looks_like_sentences(texts: list[str]) -> bool:
+    """True when most texts are whole sentences (BOLD's ``*_wiki.json``), not prompts to continue.
+
+    BOLD's prompts are the first few words of a Wikipedia sentence ("Jacob Zachar is an American actor whose");
+    its ``wikipedia/*_wiki.json`` files hold the whole sentences, which end with a full stop.
+    """
+    ended = sum(1 for t in texts if t.rstrip().endswith((".", "!", "?", '."', ".'")))
+    return len(texts) > 0 and ended / len(texts) >= 0.8

@@ -36,6 +36,17 @@ CRR_KEYS = ("cda", "cda_prob", "cda_names", "cda_pairs_file", "perturbation", "p
 DP_KEYS = ("epsilon", "delta", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "accountant", "mode")
 
 
+def privacy_disclosure(privacy: dict) -> dict | None:
+    """What ε covers, from ``privacy.json`` (None for files written before the disclosure fields existed)."""
+    if "privacy_unit" not in privacy or not isinstance(privacy.get("frozen_parameters"), dict):
+        return None
+    frozen = privacy["frozen_parameters"]
+    return {"unit": privacy["privacy_unit"], "frozen": ", ".join(f"`{n}`" for n in frozen.get("names", [])) or "none",
+            "frozen_why": frozen.get("why_public"), "outside": privacy.get("outside_epsilon", []),
+            "sampling": (privacy.get("sampling") or {}).get("assumption"),
+            "randomness": (privacy.get("randomness") or {}).get("source"), "warnings": privacy.get("warnings", [])}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -196,6 +207,7 @@ def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dic
         "crr_rows": [(k, _fmt(cfg.get(k))) for k in CRR_KEYS],
         "dp_on": info.dp_enabled,
         "dp_rows": dp_rows,
+        "dp_disclosure": privacy_disclosure(privacy),
         "epsilon": _fmt(info.epsilon) if info.epsilon is not None else None,
         "delta": _fmt(info.delta) if info.delta is not None else None,
         "perplexity": _fmt(info.perplexity) if info.perplexity is not None else None,

@@ -4,9 +4,10 @@ Only the files a model repo needs are uploaded — weights (safetensors), config
 the fairness / privacy reports — never checkpoints, optimizer or RNG states, or ``training_args.bin``.
 
 Failure is safe: the directory is validated and the offline mode / token are checked before anything else;
-any problem is one :class:`~distill.errors.DistillError` (the CLI exits with code 2). The only file a push may
-write into the directory is the model card ``README.md``, and only when the directory has none; it is
-written after the local checks and before the first network call.
+any problem is one :class:`~distill.errors.DistillError` (the CLI exits with code 2), and the directory is left
+byte-identical. When the directory has no model card, the card is generated into a staging directory (links to
+the files to upload, plus ``README.md``) that is uploaded instead; only once the upload succeeded is the card
+also written into the directory, so that it matches the repo.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import shutil
+import tempfile
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
@@ -21,7 +24,7 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import DistillError, UnsafeWeightsError
 from ..models import check_safe_weights
-from .card import CARD_FILENAME, write_model_card
+from .card import CARD_FILENAME, build_model_card, write_model_card
 
 try:  # the HTTP client's base error (connection refused, timeouts, ...)
     from huggingface_hub.errors import HTTPError as _HTTPError
@@ -118,25 +121,42 @@ def push_model(model_dir: str, repo_id: str, *, private: bool | None = None, rev
     """
     validate_model_dir(model_dir, allow_pickle=allow_pickle)
     token = check_can_push(repo_id, token)
-    card_written = False
-    if not os.path.exists(os.path.join(model_dir, CARD_FILENAME)):
-        card_written = write_model_card(model_dir, repo_id=repo_id) is not None
     files = select_upload_files(model_dir, allow_pickle=allow_pickle)
+    card = None
+    if not os.path.exists(os.path.join(model_dir, CARD_FILENAME)):
+        card = build_model_card(model_dir, repo_id=repo_id)
+        files = sorted(files + [CARD_FILENAME])
     api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        full_id = getattr(url, "repo_id", None) or repo_id
-        if revision:
-            api.create_branch(full_id, branch=revision, exist_ok=True, repo_type="model")
-        info = api.upload_folder(
-            repo_id=full_id, folder_path=model_dir, repo_type="model", revision=revision,
-            commit_message=commit_message or f"Upload {os.path.basename(os.path.abspath(model_dir))} with fair-distill",
-            allow_patterns=[glob.escape(f) for f in files], ignore_patterns=NEVER_UPLOAD,
-        )
-    except (HfHubHTTPError, OfflineModeIsEnabled, HFValidationError, _HTTPError, OSError, ValueError) as exc:
-        kept = f" Only the new model card {CARD_FILENAME} was added to {model_dir}." if card_written else \
-            f" {model_dir} was not changed."
-        raise DistillError(f"Push to '{repo_id}' failed: {_reason(exc)}{kept}") from None
+    with tempfile.TemporaryDirectory(prefix="distill-push-") as stage:
+        folder = model_dir
+        if card is not None:  # upload the files plus the new card from a staging directory; DIR is untouched
+            folder = stage
+            for name in files:
+                if name != CARD_FILENAME:
+                    src, dst = os.path.abspath(os.path.join(model_dir, name)), os.path.join(stage, name)
+                    try:
+                        os.symlink(src, dst)
+                    except OSError:  # no symlinks here (e.g. Windows without the privilege)
+                        shutil.copy2(src, dst)
+            card.save(os.path.join(stage, CARD_FILENAME))
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            full_id = getattr(url, "repo_id", None) or repo_id
+            if revision:
+                api.create_branch(full_id, branch=revision, exist_ok=True, repo_type="model")
+            info = api.upload_folder(
+                repo_id=full_id, folder_path=folder, repo_type="model", revision=revision,
+                commit_message=commit_message
+                or f"Upload {os.path.basename(os.path.abspath(model_dir))} with fair-distill",
+                allow_patterns=[glob.escape(f) for f in files], ignore_patterns=NEVER_UPLOAD,
+            )
+        except (HfHubHTTPError, OfflineModeIsEnabled, HFValidationError, _HTTPError, OSError, ValueError) as exc:
+            raise DistillError(f"Push to '{repo_id}' failed: {_reason(exc)} {model_dir} was not changed.") from None
+        if card is not None:  # the pushed card, kept next to the model (a failure here loses nothing remote)
+            try:
+                shutil.copyfile(os.path.join(stage, CARD_FILENAME), os.path.join(model_dir, CARD_FILENAME))
+            except OSError as exc:
+                logger.warning("Pushed, but could not save the model card into %s: %s", model_dir, exc)
     logger.info("Pushed %d files from %s to %s", len(files), model_dir, full_id)
     return info
 

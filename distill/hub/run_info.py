@@ -25,11 +25,9 @@ from typing import Any
 
 import yaml
 
-logger = logging.getLogger(__name__)
+from ..outputs import CONFIG_FILENAME, FAIRNESS_FILENAME, PRIVACY_FILENAME  # noqa: F401 (re-exported)
 
-CONFIG_FILENAME = "distill_config.yaml"
-FAIRNESS_FILENAME = "fairness.json"
-PRIVACY_FILENAME = "privacy.json"
+logger = logging.getLogger(__name__)
 
 #: Summary metrics of ``fairness.json`` shown in the card and the model-index: key -> (label, direction).
 FAIRNESS_METRICS = {

@@ -4,7 +4,10 @@
   the trainer owns the step and calls it (this package never imports the trainer).
 * :class:`BookKeepingClipper` — the ``fast`` per-record clipping (one forward, one backward).
 * :func:`compute_epsilon`, :func:`calibrate_noise` — accounting (opacus RDP / PRV).
-* :mod:`distill.privacy.audit` — membership-inference AUC and canary exposure; :mod:`distill.privacy.canary`.
+* :mod:`distill.privacy.randomness` — the secret noise generator and sampling seed (OS entropy; ``dp_reproducible``).
+* :mod:`distill.privacy.disclosure` — what (ε, δ) covers, written into ``privacy.json`` and the model card.
+* :mod:`distill.privacy.audit` — membership inference (loss threshold, reference-calibrated; AUC, TPR at low FPR),
+  canary exposure and extraction; :mod:`distill.privacy.canary`.
 """
 
 from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within

@@ -3,11 +3,28 @@
 The accountant's history is a list of ``(noise_multiplier, sample_rate, steps)`` entries, one per
 constant-parameter stretch of training. It is saved in every checkpoint (``privacy_state.json``) and restored
 on resume, so a resumed run continues the same ε curve.
+
+**δ.** The default is ``δ = min(1e-5, 1 / (N · ln N))`` for ``N`` records (:func:`default_delta`). δ bounds the
+probability that the guarantee fails outright; the mechanism "publish each record with probability δ" is
+(0, δ)-DP and leaks ``N·δ`` records in expectation, so δ must be well below ``1/N``: at ``1/(N ln N)`` the
+expected number of records exposed that way is ``1/ln N < 1`` and shrinks as ``N`` grows, and ``1e-5`` (Abadi et
+al. 2016) caps it on small data sets. A ``dp_delta ≥ 1/N`` is an error unless ``dp_allow_large_delta: true``.
+
+**Sampling.** With Poisson sampling (``dp_poisson_sampling: true``) ε uses amplification by subsampling at rate
+``q``. Shuffled fixed-size batches (``false``) are not Poisson-sampled, and this module does not claim any
+amplification for them: every step is accounted at ``q = 1`` — each step is a Gaussian mechanism with
+sensitivity ``C`` in every record (a record outside the batch contributes 0), composed over all steps. This is
+sound and very conservative (:func:`accounted_sample_rate`).
+
+**Calibration.** :func:`calibrate_noise` bisects ``log σ`` with a relative tolerance, so any finite target —
+``1e15`` included — resolves in a bounded number of accountant calls (opacus' own search uses an absolute ε
+tolerance and never terminates for huge targets).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 
@@ -19,32 +36,121 @@ from ..errors import ConfigError
 STATE_FILENAME = "privacy_state.json"
 
 
-def compute_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
-                    accountant: str = "rdp") -> float:
-    """ε after ``steps`` Poisson-sampled Gaussian steps (σ, q) at ``delta``."""
-    if steps <= 0:
+#: PRV is only asked for ε where RDP gives at most this: far beyond it PRV's grid explodes (memory), and the
+#: RDP bound — also a valid upper bound on ε — is reported instead.
+PRV_MAX_EPSILON = 50.0
+
+
+def epsilon_of_history(history: list, delta: float, accountant: str = "rdp") -> float:
+    """ε after the steps in ``history`` (``(σ, q, steps)`` entries) at ``delta``."""
+    history = [tuple(h) for h in history if int(h[2]) > 0]
+    if not history:
         return 0.0
+    acc = create_accountant(mechanism="rdp")
+    acc.history = list(history)
+    eps = float(acc.get_epsilon(delta=delta))
+    if accountant == "rdp" or not math.isfinite(eps) or eps > PRV_MAX_EPSILON:
+        return eps
     acc = create_accountant(mechanism=accountant)
-    acc.history = [(noise_multiplier, sample_rate, steps)]
+    acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
 
 
-def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+def compute_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
                     accountant: str = "rdp") -> float:
-    """The smallest σ (within opacus' 0.01 ε tolerance) that keeps ε ≤ target after ``steps`` steps."""
+    """ε after ``steps`` Poisson-sampled Gaussian steps (σ, q) at ``delta``."""
+    return epsilon_of_history([(noise_multiplier, sample_rate, steps)], delta, accountant)
+
+
+#: The noise search range: below SIGMA_MIN the accountants lose precision; above SIGMA_MAX a target is unreachable.
+SIGMA_MIN, SIGMA_MAX = 1e-6, 1e6
+#: ε above this is no meaningful guarantee (a warning names the noise it means).
+WEAK_EPSILON = 10.0
+
+
+def default_delta(num_records: int) -> float:
+    """``min(1e-5, 1 / (N ln N))``: well below ``1/N`` (see the module docstring)."""
+    n = max(int(num_records), 2)
+    return min(1e-5, 1.0 / (n * math.log(n)))
+
+
+def resolve_delta(delta: float | None, num_records: int, allow_large: bool = False) -> float:
+    """The run's δ: the default rule when ``delta`` is None; a ``δ ≥ 1/N`` is a ConfigError unless allowed."""
+    if delta is None:
+        return default_delta(num_records)
+    if delta >= 1.0 / num_records and not allow_large:
+        raise ConfigError(
+            f"dp_delta={delta:.3g} is not below 1/N = 1/{num_records} = {1.0 / num_records:.3g}: a mechanism that "
+            f"publishes each record with probability delta satisfies it. Leave dp_delta unset (default "
+            f"{default_delta(num_records):.3g} = min(1e-5, 1/(N ln N))), or set dp_allow_large_delta: true."
+        )
+    return float(delta)
+
+
+def accounted_sample_rate(sample_rate: float, poisson: bool) -> float:
+    """The rate the accountant uses: ``q`` under Poisson sampling, ``1`` (no amplification) otherwise."""
+    return float(sample_rate) if poisson else 1.0
+
+
+def _safe_epsilon(sigma: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
+    """ε, or ∞ where the accountant fails numerically (PRV at tiny σ), so the search moves to more noise."""
     try:
         with warnings.catch_warnings():
-            # the search probes very large σ, whose optimal RDP order is the largest one: that warning is about
-            # a probe, not about the ε finally reported (compute_epsilon still warns for that one)
-            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-            return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                              sample_rate=sample_rate, steps=steps, accountant=accountant))
-    except ValueError:
-        raise ConfigError(
-            f"dp_target_epsilon={target_epsilon} cannot be reached in {steps} steps at sample rate {sample_rate:.4g} "
-            f"(delta={delta:.3g}): even noise_multiplier 1e6 exceeds it. Raise dp_target_epsilon, train fewer steps "
-            "(max_steps / num_train_epochs) or use a smaller batch."
-        ) from None
+            # probes at extreme σ hit the ends of the RDP orders: a warning about a probe, not the reported ε
+            warnings.filterwarnings("ignore", message="Optimal order is the")
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            eps = compute_epsilon(sigma, sample_rate, steps, delta, accountant)
+    except (ValueError, OverflowError, MemoryError, FloatingPointError):
+        return math.inf
+    return eps if math.isfinite(eps) else math.inf
+
+
+def calibrate_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int,
+                    accountant: str = "rdp", rel_tol: float = 1e-3) -> float:
+    """The smallest σ (to a relative ``rel_tol``) that keeps ε ≤ target after ``steps`` steps.
+
+    Geometric bisection on σ in ``[SIGMA_MIN, SIGMA_MAX]``: at most ~60 accountant calls for any finite target.
+    A target met even at ``SIGMA_MIN`` returns ``SIGMA_MIN`` (ε then lies below the target).
+    """
+    if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ConfigError(f"dp_target_epsilon must be a finite number > 0, got {target_epsilon}.")
+
+    def fits(sigma: float) -> bool:
+        return _safe_epsilon(sigma, sample_rate, steps, delta, accountant) <= target_epsilon
+
+    hi = 1.0
+    while not fits(hi):
+        hi *= 4
+        if hi > SIGMA_MAX:
+            raise ConfigError(
+                f"dp_target_epsilon={target_epsilon} cannot be reached in {steps} steps at sample rate "
+                f"{sample_rate:.4g} (delta={delta:.3g}): even noise_multiplier {SIGMA_MAX:.0e} exceeds it. Raise "
+                "dp_target_epsilon, train fewer steps (max_steps / num_train_epochs) or use a smaller batch."
+            )
+    lo = hi / 4
+    while fits(lo):
+        hi, lo = lo, lo / 4
+        if hi <= SIGMA_MIN:
+            return SIGMA_MIN
+    while hi / lo > 1 + rel_tol:  # fits(hi), not fits(lo)
+        mid = math.sqrt(lo * hi)
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def describe_noise(noise_multiplier: float, max_grad_norm: float, expected_batch_size: float,
+                   epsilon: float | None) -> str | None:
+    """A warning naming the noise a weak budget means (None when ε ≤ WEAK_EPSILON)."""
+    if epsilon is not None and math.isfinite(epsilon) and epsilon <= WEAK_EPSILON:
+        return None
+    eps = "infinite" if epsilon is None or not math.isfinite(epsilon) else f"{epsilon:.4g}"
+    return (f"epsilon {eps} is no meaningful privacy guarantee (epsilon > {WEAK_EPSILON:g}): it means noise "
+            f"multiplier sigma={noise_multiplier:.3g}, i.e. noise std {noise_multiplier * max_grad_norm:.3g} on a sum "
+            f"of ~{expected_batch_size:g} clipped gradients of norm <= {max_grad_norm:g} "
+            f"(std {noise_multiplier * max_grad_norm / max(expected_batch_size, 1):.3g} on their mean).")
 
 
 def max_steps_within(target_epsilon: float, noise_multiplier: float, sample_rate: float, delta: float,
@@ -53,9 +159,7 @@ def max_steps_within(target_epsilon: float, noise_multiplier: float, sample_rate
     history = list(done_history or [])
 
     def eps(k: int) -> float:
-        acc = create_accountant(mechanism=accountant)
-        acc.history = history + ([(noise_multiplier, sample_rate, k)] if k > 0 else [])
-        return float(acc.get_epsilon(delta=delta)) if acc.history else 0.0
+        return epsilon_of_history(history + [(noise_multiplier, sample_rate, k)], delta, accountant)
 
     if eps(1) > target_epsilon:
         return 0
@@ -93,9 +197,7 @@ class PrivacyAccountant:
         self._acc.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
 
     def epsilon(self) -> float:
-        if not self._acc.history:
-            return 0.0
-        return float(self._acc.get_epsilon(delta=self.delta))
+        return epsilon_of_history(self._acc.history, self.delta, self.mechanism)
 
     # ---- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

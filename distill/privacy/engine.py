@@ -24,6 +24,7 @@ What happens, per logical step (``gradient_accumulation_steps × num_processes``
 3. the last micro-batch — on every process, the clipped sums of all processes are summed with one Gaussian
    draw ``N(0, σ²C²)`` (one ``all_reduce``) and divided by the expected batch size (:mod:`distill.privacy.noise`);
    the accountant records the step (:mod:`distill.privacy.accounting`). The optimizer then steps as usual.
+   Noise and sample are secret (:mod:`distill.privacy.randomness`), not derived from the public ``seed``.
 
 The student's embeddings (and a tied output layer) are frozen under DP: the student copies them from the
 public teacher, so they carry no private information, and freezing them removes the 50257-wide per-sample
@@ -31,8 +32,8 @@ gradients. ε is logged as ``dp/epsilon``, saved in every checkpoint and in ``OU
 
 Own code rather than ``opacus.PrivacyEngine``: opacus' engine wraps model, optimizer and data loader for a
 plain training loop; here the Hugging Face ``Trainer`` owns those, records may span several rows, and the
-single-backward book-keeping clipper is not in opacus. Opacus supplies the accountants, the Poisson sampler,
-the noise generator and the ``hooks``/``ghost`` per-sample gradients.
+single-backward book-keeping clipper is not in opacus. Opacus supplies the accountants, the Poisson sampler
+and the ``hooks``/``ghost`` per-sample gradients.
 """
 
 from __future__ import annotations
@@ -51,9 +52,12 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..errors import ConfigError
-from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within
+from .accounting import (PrivacyAccountant, accounted_sample_rate, calibrate_noise, compute_epsilon, describe_noise,
+                         max_steps_within, resolve_delta)
 from .bookkeeping import BookKeepingClipper
+from .disclosure import disclosure, strict_json
 from .noise import privatize
+from .randomness import DPRandomness
 from .records import RecordLayout, record_rows
 from .sampling import EmptyBatchCollator, RecordBatchSampler, RecordDataLoader
 
@@ -80,6 +84,10 @@ class DPSettings:
     max_steps: int = -1
     num_train_epochs: float = 1.0
     seed: int = 0
+    reproducible: bool = False  # noise and sample from `seed` (not secret): tests and debugging only
+    allow_large_delta: bool = False
+    student_source: str | None = None  # student_model_name_or_path (None: built from the teacher)
+    teacher: str | None = None
 
     @classmethod
     def from_config(cls, args) -> DPSettings:
@@ -90,7 +98,11 @@ class DPSettings:
                    per_device_batch_size=args.per_device_train_batch_size,
                    gradient_accumulation_steps=args.gradient_accumulation_steps, max_steps=args.max_steps,
                    num_train_epochs=args.num_train_epochs,
-                   seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed)
+                   seed=args.data_seed if getattr(args, "data_seed", None) is not None else args.seed,
+                   reproducible=getattr(args, "dp_reproducible", False),
+                   allow_large_delta=getattr(args, "dp_allow_large_delta", False),
+                   student_source=getattr(args, "student_model_name_or_path", None),
+                   teacher=getattr(args, "teacher_model_name_or_path", None))
 
 
 @dataclass
@@ -111,6 +123,8 @@ class PrivacyParams:
     target_epsilon: float | None = None
     max_steps_in_budget: int | None = None
     planned_epsilon: float = field(default=0.0)
+    accounted_sample_rate: float | None = None  # q, or 1 without Poisson sampling (no amplification claimed)
+    noise_note: str | None = None  # what a weak budget's noise means
 
 
 def freeze_embeddings(model: nn.Module) -> list[str]:
@@ -181,6 +195,8 @@ class DPSGDEngine:
             raise ConfigError("Under DP the student's embeddings are frozen and nothing else is trainable.")
         self.clipper = make_clipper(model, settings.mode, settings.max_grad_norm)
         self.summed: dict[int, torch.Tensor] = {}
+        # secret noise and sample (distill.privacy.randomness); `seed` governs only init, dropout, CDA
+        self.randomness = DPRandomness(reproducible=settings.reproducible, seed=settings.seed)
         self.params_resolved: PrivacyParams | None = None
         self.accountant: PrivacyAccountant | None = None
         self._resume_state: dict | None = None
@@ -212,7 +228,8 @@ class DPSGDEngine:
         s = self.settings
         sampler = RecordBatchSampler(records, sample_rate=p.sample_rate, steps_per_epoch=p.steps_per_epoch,
                                      micro_batches=s.gradient_accumulation_steps, num_processes=num_processes,
-                                     process_index=process_index, seed=s.seed, poisson=p.poisson_sampling,
+                                     process_index=process_index, seed=self.randomness.sampling_seed(),
+                                     poisson=p.poisson_sampling,
                                      batch_records=p.expected_batch_size)
         return RecordDataLoader(dataset, batch_sampler=sampler, collate_fn=EmptyBatchCollator(collate_fn),
                                 num_workers=num_workers, pin_memory=pin_memory)
@@ -229,11 +246,12 @@ class DPSGDEngine:
         q = batch / num_records
         steps_per_epoch = int(1 / q) if s.poisson_sampling else num_records // batch
         planned = s.max_steps if s.max_steps > 0 else math.ceil(s.num_train_epochs * steps_per_epoch)
-        delta = s.delta if s.delta is not None else 1.0 / num_records
+        delta = resolve_delta(s.delta, num_records, s.allow_large_delta)
+        q_acc = accounted_sample_rate(q, s.poisson_sampling)
         if s.noise_multiplier is not None:
             sigma = float(s.noise_multiplier)
         else:
-            sigma = calibrate_noise(s.target_epsilon, delta, q, planned, s.accountant)
+            sigma = calibrate_noise(s.target_epsilon, delta, q_acc, planned, s.accountant)
         if sigma == 0 and s.target_epsilon is not None:
             raise ConfigError("dp_noise_multiplier 0 gives no privacy (ε = ∞) and cannot meet dp_target_epsilon.")
         if self.accountant is None or self._resume_state is not None:  # a second train() call continues
@@ -245,7 +263,7 @@ class DPSGDEngine:
             raise ConfigError(f"dp_delta changed from {self.accountant.delta} to {delta} within one run.")
         budget = None
         if s.target_epsilon is not None:
-            remaining = max_steps_within(s.target_epsilon, sigma, q, delta, s.accountant,
+            remaining = max_steps_within(s.target_epsilon, sigma, q_acc, delta, s.accountant,
                                          done_history=self.accountant.history) if sigma > 0 else 0
             budget = self.accountant.steps + remaining
             if remaining == 0:
@@ -258,13 +276,17 @@ class DPSGDEngine:
                 logger.warning("DP budget: ε would exceed %.4g after step %d; training will stop there (of %d planned).",
                                s.target_epsilon, budget, planned)
             self.stop_at_step = budget
-        planned_eps = compute_epsilon(sigma, q, min(planned, budget or planned), delta, s.accountant) \
+        planned_eps = compute_epsilon(sigma, q_acc, min(planned, budget or planned), delta, s.accountant) \
             if sigma > 0 else float("inf")
+        noise_note = describe_noise(sigma, s.max_grad_norm, batch, planned_eps)
+        if noise_note:
+            logger.warning("DP budget: %s", noise_note)
         self.params_resolved = PrivacyParams(
             num_records=num_records, expected_batch_size=batch, sample_rate=q, steps_per_epoch=steps_per_epoch,
             planned_steps=planned, noise_multiplier=sigma, max_grad_norm=s.max_grad_norm, delta=delta,
             accountant=s.accountant, mode=s.mode, poisson_sampling=s.poisson_sampling,
             target_epsilon=s.target_epsilon, max_steps_in_budget=budget, planned_epsilon=planned_eps,
+            accounted_sample_rate=q_acc, noise_note=noise_note,
         )
         logger.info("DP-SGD: %s", self.params_resolved)
         return self.params_resolved
@@ -293,8 +315,9 @@ class DPSGDEngine:
         set ``.grad`` of the trainable parameters, account for the step."""
         p = self.params_resolved
         privatize(self.params, self.summed, noise_std=p.noise_multiplier * p.max_grad_norm,
-                  expected_batch_size=p.expected_batch_size)
-        self.accountant.step(noise_multiplier=p.noise_multiplier, sample_rate=p.sample_rate)
+                  expected_batch_size=p.expected_batch_size,
+                  generator=self.randomness.noise_generator(self.params[0].device))
+        self.accountant.step(noise_multiplier=p.noise_multiplier, sample_rate=p.accounted_sample_rate)
 
     # ------------------------------------------------------------------------------------------------
     # reporting, checkpoints, resume
@@ -311,16 +334,19 @@ class DPSGDEngine:
                "max_grad_norm": p.max_grad_norm, "sample_rate": p.sample_rate, "steps": self.accountant.steps,
                "accountant": p.accountant, "mode": p.mode, "poisson_sampling": p.poisson_sampling,
                "expected_batch_size": p.expected_batch_size, "num_records": p.num_records,
-               "target_epsilon": p.target_epsilon, "privacy_unit": "record (all rows sharing a record_id)",
-               "frozen_parameters": self.frozen, "stopped_early": self.stopped_reason,
+               "target_epsilon": p.target_epsilon, "stopped_early": self.stopped_reason,
                "history": [list(h) for h in self.accountant.history]}
-        return out
+        s = self.settings
+        out.update(disclosure(frozen=self.frozen, student_source=s.student_source, teacher=s.teacher,
+                              poisson=p.poisson_sampling, sample_rate=p.sample_rate,
+                              randomness=self.randomness.describe(), noise_note=p.noise_note))
+        return strict_json(out)
 
     def write_summary(self, directory: str) -> str:
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, PRIVACY_FILENAME)
         with open(path + ".tmp", "w", encoding="utf-8") as fh:
-            json.dump(self.summary(), fh, indent=2)
+            json.dump(self.summary(), fh, indent=2, allow_nan=False)
         os.replace(path + ".tmp", path)
         return path
 

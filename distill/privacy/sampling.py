@@ -2,13 +2,16 @@
 
 Every logical step draws each *record* independently with probability ``q`` (opacus'
 :class:`~opacus.utils.uniform_sampler.UniformWithReplacementSampler`, seeded identically on every process, so
-all processes see the same draw). The drawn records are split into ``gradient_accumulation_steps ×
-num_processes`` micro-batches of nearly equal size; a process gets micro-batches ``j·W + rank``. All rows of a
+all processes see the same draw). The seed is the run's *secret* sampling seed
+(:meth:`distill.privacy.randomness.DPRandomness.sampling_seed`: OS entropy drawn on process 0 and broadcast),
+not the public training seed; each epoch's generator is derived from it. The drawn records are split into
+``gradient_accumulation_steps × num_processes`` micro-batches of nearly equal size; a process gets micro-batches ``j·W + rank``. All rows of a
 record stay in one micro-batch (their gradients are clipped together). A micro-batch may be empty; the
 collator then yields an empty batch, which the engine skips.
 
 With ``dp_poisson_sampling: false`` logical batches are fixed-size slices of a per-epoch shuffle of the
-records (the accountant's ε then assumes Poisson sampling: a common approximation).
+records. No amplification by sampling is claimed for them: the accountant counts every step as if it saw every
+record (``q = 1``, :func:`distill.privacy.accounting.accounted_sample_rate`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import numpy as np
 import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch.utils.data import DataLoader, Sampler
+
+from .randomness import mix
 
 
 class RecordBatchSampler(Sampler[list[int]]):
@@ -46,7 +51,7 @@ class RecordBatchSampler(Sampler[list[int]]):
 
     def logical_batches(self):
         """The record indices of each logical step of the current epoch (the same on every process)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(mix(self.seed, self.epoch))
         if self.poisson:
             sampler = UniformWithReplacementSampler(num_samples=len(self.records), sample_rate=self.sample_rate,
                                                     generator=gen, steps=self.steps_per_epoch)

@@ -1,0 +1,79 @@
+"""The files a run writes, and the checks every command makes on its output path before it starts working.
+
+A command checks where it will write before it loads a model or reads data, so that a bad path (an existing
+file, a directory under a file, a previous run that would be mixed with this one) costs a second and loses
+nothing. Report files of a previous run are replaced only when the user asks for it (``--overwrite``), and
+the ones this run would not rewrite are removed then, so one directory never mixes two runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import DistillError, option_hint
+
+#: Written at the top of a training output_dir.
+CONFIG_FILENAME = "distill_config.yaml"   # the training config, re-runnable with `distill train --config`
+PRIVACY_FILENAME = "privacy.json"         # DP-SGD accounting (distill.privacy)
+FAIRNESS_FILENAME = "fairness.json"       # fairness report (distill evaluate, FairnessCallback)
+#: Everything `distill evaluate` may write into its --out directory.
+FAIRNESS_REPORT_FILES = (FAIRNESS_FILENAME, "per_profession.csv", "disparity.png", "generations.jsonl")
+
+
+def _file_above(path: str) -> str | None:
+    """The nearest existing ancestor of ``path`` when it is a file (so ``path`` cannot be created), else None."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
+    return p if not os.path.isdir(p) and p != os.path.abspath(path) else None
+
+
+def check_output_dir(path: str, option: str = "output_dir", *, empty: bool = False) -> None:
+    """Raise a :class:`DistillError` unless ``path`` can be a (with ``empty``: new or empty) output directory."""
+    name = option_hint(option, None)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DistillError(f"{name} '{path}' is an existing file, not a directory: choose a directory path.")
+    blocker = _file_above(path)
+    if blocker:
+        raise DistillError(f"{name} '{path}' cannot be created: '{blocker}' is a file, not a directory.")
+    if empty and os.path.isdir(path) and os.listdir(path):
+        raise DistillError(f"{name} '{path}' exists and is not empty: choose a new directory (nothing was changed).")
+
+
+def check_output_file(path: str, option: str = "output") -> None:
+    """Raise a :class:`DistillError` unless ``path`` can be written as a file."""
+    name = option_hint(option, None)
+    if os.path.isdir(path):
+        raise DistillError(f"{name} '{path}' is a directory: give a file path.")
+    blocker = _file_above(path)
+    if blocker:
+        raise DistillError(f"{name} '{path}' cannot be created: '{blocker}' is a file, not a directory.")
+
+
+def check_report_dir(path: str, files=FAIRNESS_REPORT_FILES, *, overwrite: bool = False,
+                     option: str = "out") -> list[str]:
+    """Check a report directory before the work starts; returns the previous report's files in it.
+
+    Without ``overwrite``, a directory that holds any of ``files`` is refused (a new report would mix with
+    the old one). With it, the caller removes the returned files (:func:`remove_files`) once the new report
+    is ready, right before writing it.
+    """
+    check_output_dir(path, option)
+    previous = [f for f in files if os.path.exists(os.path.join(path, f))]
+    if previous and not overwrite:
+        raise DistillError(
+            f"{option_hint(option, None)} '{path}' already holds a report ({', '.join(previous)}): a new one would "
+            f"mix two runs. Choose another directory, or pass {option_hint('overwrite', True)} to replace it.")
+    return previous
+
+
+def remove_files(directory: str, names) -> None:
+    """Remove ``names`` from ``directory`` (missing ones are fine)."""
+    for name in names:
+        try:
+            os.remove(os.path.join(directory, name))
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,288 @@
+"""Bad inputs and faults a newcomer meets: each is one clear line on stderr, exit code 2, and nothing written."""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+import pytest
+import torch
+
+from distill.cli import main as cli_main
+from distill.errors import DistillError
+
+
+def _digest(path):
+    out = {}
+    for root, dirs, files in os.walk(path):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(root, f), path)] = hashlib.sha256(fh.read()).hexdigest()
+        out.update({os.path.relpath(os.path.join(root, d), path) + "/": "dir" for d in dirs})
+    return out
+
+
+def _fails(capsys, argv, *needles):
+    """Run the CLI in-process; assert exit 2 and one stderr line holding every needle; return the line."""
+    assert cli_main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()
+           and not line.startswith(("[transformers]", "WARNING", "Tokenizing", "Packing", "Generating"))]
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def damaged_models(tmp_path_factory, tiny_teacher_dir):
+    """Copies of the tiny teacher whose model.safetensors is empty, cut in half, or overwritten at the start."""
+    root = tmp_path_factory.mktemp("damaged")
+    out = {}
+    for kind in ("zero", "truncated", "corrupt"):
+        dst = root / kind
+        shutil.copytree(tiny_teacher_dir, dst)
+        weights = dst / "model.safetensors"
+        data = weights.read_bytes()
+        weights.write_bytes({"zero": b"", "truncated": data[: len(data) // 2],
+                             "corrupt": b"\xff" * 64 + data[64:]}[kind])
+        out[kind] = str(dst)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# damaged weights, missing paths
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["zero", "truncated", "corrupt"])
+def test_damaged_weights_in_evaluate(damaged_models, tmp_path, capsys, kind):
+    out = tmp_path / "report"
+    _fails(capsys, ["evaluate", "--model", damaged_models[kind], "--out", str(out), "--occupations", "nurse",
+                    "--metrics", "cooccurrence"], "damaged", damaged_models[kind])
+    assert not out.exists()
+
+
+def test_damaged_teacher_in_train(damaged_models, tmp_path, capsys):
+    out = tmp_path / "run"
+    _fails(capsys, ["train", "--teacher_model_name_or_path", damaged_models["truncated"], "--output_dir", str(out),
+                    "--dataset_name", "builtin:tiny", "--max_train_samples", "50", "--block_size", "32",
+                    "--use_cpu", "true", "--report_to", "none"], "damaged")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("path", ["./no/such/model", "/no/such/model", "runs/a/b"])
+def test_missing_local_model_path_says_so(tmp_path, capsys, path):
+    line = _fails(capsys, ["evaluate", "--model", path, "--out", str(tmp_path / "r")], "does not exist", path)
+    assert "Repo id" not in line
+
+
+# ---------------------------------------------------------------------------------------------------
+# data and prompt files
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,content,needle", [
+    ("empty.txt", b"", "is empty"),
+    ("latin.txt", "caf\u00e9 au lait\n".encode("latin-1"), "not UTF-8"),
+    ("binary.txt", bytes(range(128, 256)) * 8, "not UTF-8"),
+    ("latin.jsonl", '{"text": "caf\u00e9"}\n'.encode("latin-1"), "not UTF-8"),
+    ("blank.txt", b"\n \n\n", "holds no text"),
+    ("bad.parquet", b"not a parquet file at all", "could not be read as parquet"),
+])
+def test_bad_train_files(tmp_path, name, content, needle):
+    from distill.data import load_raw_datasets
+    from distill.errors import ConfigError
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=needle) as info:
+        load_raw_datasets(train_file=str(path))
+    assert len(str(info.value).splitlines()) == 1 and name in str(info.value)
+
+
+def test_bad_train_file_in_cli_writes_nothing(tiny_teacher_dir, tmp_path, capsys):
+    data = tmp_path / "latin.txt"
+    data.write_bytes("Die \u00c4rztin sagte\n".encode("latin-1"))
+    out = tmp_path / "run"
+    _fails(capsys, ["train", "--teacher_model_name_or_path", tiny_teacher_dir, "--train_file", str(data),
+                    "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none"], "not UTF-8", "iconv")
+    assert not out.exists()
+
+
+def test_latin1_prompt_file(tiny_teacher_dir, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes("The caf\u00e9 owner said that\n".encode("latin-1"))
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--prompts", str(prompts), "--out",
+                    str(tmp_path / "r")], "not UTF-8")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bold_wikipedia_sentences_are_not_prompts(tmp_path):
+    from distill.fairness.prompts import load_prompts
+
+    wiki = {"American_actors": {"Jacob_Zachar": ["Jacob Zachar is an American actor whose roles include Russell.",
+                                                 "He was born in 1986."]},
+            "American_actresses": {"Ann_Doe": ["Ann Doe is an American actress.", "She won an award in 2001."]}}
+    for name in ("gender_wiki.json", "sentences.json"):  # by its BOLD name, or by its content
+        path = tmp_path / name
+        path.write_text(json.dumps(wiki))
+        with pytest.raises(DistillError, match="whole sentences"):
+            load_prompts("bold:" + str(path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# output paths are checked before any work
+# ---------------------------------------------------------------------------------------------------
+def test_outputs_that_are_files_fail_first(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    # the model does not exist either: the output error comes first, so nothing was loaded or evaluated
+    _fails(capsys, ["evaluate", "--model", "./no/model", "--out", str(afile)], "--out", "existing file")
+    _fails(capsys, ["train", "--output_dir", str(afile), "--dataset_name", "builtin:tiny"], "--output_dir",
+           "existing file")
+    _fails(capsys, ["demo", "--out", str(afile)], "--out", "existing file")
+    _fails(capsys, ["tiny-teacher", "--output-dir", str(afile / "below")], "--output_dir", "is a file")
+    _fails(capsys, ["audit", "--model", "./no/model", "--canary-seed", "1", "--output", str(tmp_path)],
+           "--output", "is a directory")
+    assert afile.read_text() == "keep me"
+
+
+def test_device_cuda_without_cuda(tiny_teacher_dir, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "cuda", "--out", str(tmp_path / "r")],
+           "--device cuda", "CUDA is not available")
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "gpu0", "--out", str(tmp_path / "r")],
+           "not a device")
+
+
+def test_evaluate_does_not_mix_runs(tiny_teacher_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    common = ["evaluate", "--model", tiny_teacher_dir, "--occupations", "nurse,plumber", "--quiet", "--no-plot",
+              "--out", str(out), "--max-new-tokens", "3", "--max-prompts-per-group", "2", "--greedy"]
+    assert cli_main(common + ["--metrics", "cooccurrence,parity"]) == 0
+    first = _digest(out)
+    assert "generations.jsonl" in first
+    settings = json.loads((out / "fairness.json").read_text())["settings"]
+    assert settings["max_prompts_per_group"] == 2
+    capsys.readouterr()
+    # a second run into the same directory is refused, and the first report is untouched
+    _fails(capsys, common + ["--metrics", "cooccurrence"], "already holds a report", "--overwrite")
+    assert _digest(out) == first
+    # with --overwrite the new report replaces the old one entirely (no stale generations.jsonl)
+    assert cli_main(common + ["--metrics", "cooccurrence", "--overwrite"]) == 0
+    assert sorted(os.listdir(out)) == ["fairness.json", "per_profession.csv"]
+
+
+def test_every_evaluate_output_is_a_known_report_file(tiny_teacher_dir, tmp_path):
+    from distill.outputs import FAIRNESS_REPORT_FILES
+
+    out = tmp_path / "all"
+    assert cli_main(["evaluate", "--model", tiny_teacher_dir, "--occupations", "nurse", "--quiet", "--greedy",
+                     "--max-new-tokens", "2", "--max-prompts-per-group", "1", "--out", str(out)]) == 0
+    assert set(os.listdir(out)) == set(FAIRNESS_REPORT_FILES)  # so --overwrite can clear every one of them
+
+
+# ---------------------------------------------------------------------------------------------------
+# hints name the option the way the running command takes it
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pickle_only(tmp_path_factory):
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("pickle") / "m"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=50, n_positions=16)).save_pretrained(path)
+    weights = load_file(str(path / "model.safetensors"))
+    os.remove(path / "model.safetensors")
+    torch.save(weights, path / "pytorch_model.bin")
+    return str(path)
+
+
+def test_pickle_hint_uses_each_commands_spelling(pickle_only, tmp_path, capsys):
+    from distill.models import load_causal_lm
+
+    line = _fails(capsys, ["evaluate", "--model", pickle_only, "--out", str(tmp_path / "r")], "pass --allow-pickle ")
+    assert "--allow_pickle true" not in line
+    _fails(capsys, ["audit", "--model", pickle_only, "--canary-seed", "1"], "pass --allow-pickle ")
+    _fails(capsys, ["train", "--teacher_model_name_or_path", pickle_only, "--output_dir", str(tmp_path / "t"),
+                    "--dataset_name", "builtin:tiny", "--max_train_samples", "20", "--block_size", "8",
+                    "--use_cpu", "true", "--report_to", "none"], "pass --allow_pickle true")
+    with pytest.raises(DistillError, match="allow_pickle=True"):  # Python callers get the keyword
+        load_causal_lm(pickle_only)
+
+
+def test_both_spellings_of_every_option():
+    from distill.cli import build_parser
+
+    parser, _ = build_parser()
+    a = parser.parse_args(["evaluate", "--model", "m", "--max_new_tokens", "3", "--allow_pickle", "--out", "o"])
+    b = parser.parse_args(["evaluate", "--model", "m", "--max-new-tokens", "3", "--allow-pickle", "--out", "o"])
+    assert vars(a) == vars(b) and a.max_new_tokens == 3 and a.allow_pickle
+    assert parser.parse_args(["push", "--model", "d", "--repo_id", "x/y"]).repo_id == "x/y"
+    assert parser.parse_args(["tiny-teacher", "--output-dir", "t"]).output_dir == "t"
+
+
+def test_command_list_is_explicit_and_complete():
+    import pkgutil
+
+    import distill.commands
+    from distill.cli import COMMANDS, build_parser
+
+    modules = {m.name for m in pkgutil.iter_modules(distill.commands.__path__) if not m.name.startswith("_")}
+    assert set(COMMANDS) == modules  # a new command module must be listed in distill.cli.COMMANDS
+    _, found = build_parser()
+    assert len(found) == len(COMMANDS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints: an interrupted save is skipped, a finished run is not "resumed"
+# ---------------------------------------------------------------------------------------------------
+def _fake_checkpoint(root, step, state=True, marker=False, text=None):
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if state:
+        (path / "trainer_state.json").write_text(text or json.dumps({"global_step": step, "max_steps": 10}))
+    if marker:
+        (path / ".complete").write_text("{}")
+    return str(path)
+
+
+def test_last_complete_checkpoint_skips_incomplete_ones(tmp_path, caplog):
+    from distill.checkpoints import last_complete_checkpoint
+
+    legacy = tmp_path / "legacy"  # checkpoints without markers (a plain Trainer): a valid trainer_state.json
+    good = _fake_checkpoint(legacy, 2)
+    _fake_checkpoint(legacy, 4, text='{"global_step": 4, "max')  # cut short
+    _fake_checkpoint(legacy, 6, state=False)  # empty
+    with caplog.at_level(logging.WARNING):
+        assert last_complete_checkpoint(str(legacy)) == good
+    assert "checkpoint-6" in caplog.text and "checkpoint-4" in caplog.text
+    marked = tmp_path / "marked"  # a run that writes markers: a missing marker means an interrupted save
+    good = _fake_checkpoint(marked, 2, marker=True)
+    _fake_checkpoint(marked, 4)
+    assert last_complete_checkpoint(str(marked)) == good
+    assert last_complete_checkpoint(str(tmp_path / "none")) is None
+
+
+def test_resume_skips_an_interrupted_checkpoint_and_refuses_a_finished_run(tiny_args, tmp_path, capsys, caplog):
+    from distill.errors import ConfigError
+    from distill.train import run_training
+
+    out = tmp_path / "run"
+    kw = dict(output_dir=str(out), max_steps=4, save_strategy="steps", save_steps=2, eval_strategy="no",
+              validation_split_percentage=0)
+    run_training(tiny_args(**kw))
+    assert (out / "checkpoint-4" / ".complete").is_file() and (out / "checkpoint-2" / ".complete").is_file()
+    # a kill while checkpoint-4 was being saved: its state and marker were never written
+    os.remove(out / "checkpoint-4" / "trainer_state.json")
+    os.remove(out / "checkpoint-4" / ".complete")
+    resume = tiny_args(**kw, resume_from_checkpoint="latest")
+    with caplog.at_level(logging.WARNING):
+        trainer = run_training(resume)
+    assert "Skipping" in caplog.text and "checkpoint-4" in caplog.text
+    assert trainer.state.global_step == 4
+    assert (out / "checkpoint-4" / ".complete").is_file()  # saved again, whole this time
+    # now the run is finished: resuming it again changes nothing and says so
+    before = _digest(out)
+    with pytest.raises(ConfigError, match="finished run"):
+        run_training(resume)
+    assert _digest(out) == before
