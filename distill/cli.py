@@ -20,7 +20,7 @@ from .errors import DistillError, use_option_style
 from .runtime import tune_cpu_allocator
 
 #: Subcommand modules of :mod:`distill.commands`, in the order `distill --help` lists them.
-COMMANDS = ("demo", "train", "evaluate", "counterfactual", "audit", "card", "push", "tiny_teacher")
+COMMANDS = ("demo", "train", "cache_teacher", "evaluate", "counterfactual", "audit", "card", "push", "tiny_teacher")
 
 
 class CommandParser(argparse.ArgumentParser):
