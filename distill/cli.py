@@ -20,7 +20,8 @@ from .errors import DistillError, use_option_style
 from .runtime import tune_cpu_allocator
 
 #: Subcommand modules of :mod:`distill.commands`, in the order `distill --help` lists them.
-COMMANDS = ("demo", "train", "federated", "evaluate", "counterfactual", "audit", "card", "push", "tiny_teacher")
+COMMANDS = ("demo", "train", "federated", "cache_teacher", "evaluate", "counterfactual", "audit", "card", "push",
+            "tiny_teacher")
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .divergences import KD_LOSSES
 from .errors import ConfigError
 
 #: YAML sections that are flattened into ``{section}_{key}`` fields.
@@ -29,6 +30,7 @@ PERTURBATION_MODES = ("none", "mean", "max", "interpolate")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DP_ACCOUNTANTS = ("rdp", "prv")
 DP_MODES = ("fast", "hooks", "ghost")
+CACHE_DTYPES = ("float16", "float32")
 #: Never written to distill_config.yaml (it is uploaded with the model by `distill push`).
 SECRET_KEYS = ("hub_token",)
 
@@ -88,6 +90,33 @@ class DistillationConfig(TrainingArguments):
         metadata={"help": "The loss runs the output layers over chunks of this many positions, so no [batch, length, "
                   "vocab] tensor is held (same loss and gradients): 'auto' (~32 MiB of float32 logits a chunk on "
                   "CPU, ~256 MiB on GPU), a number, or 'off' for the plain loss on full logits."},
+    )
+
+    # ---- KD divergence and teacher cache (distill.divergences, distill.teacher_cache) ----------------
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={"help": f"Divergence D of the KD term T^2 * D(teacher || student), one of {KD_LOSSES}."},
+    )
+    kd_beta: float = field(
+        default=0.5, metadata={"help": "jsd: beta of TRL GKD's generalized JSD (0 = forward KL, 1 = reverse KL)."}
+    )
+    kd_skew_alpha: float = field(
+        default=0.1, metadata={"help": "skew_forward_kl / skew_reverse_kl: the skew alpha, in [0, 1)."}
+    )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={"help": "Train from a teacher cache written by `distill cache-teacher` (no teacher forward)."},
+    )
+    teacher_cache_top_k: int | None = field(
+        default=None,
+        metadata={"help": "Top-k entries stored per position by `distill cache-teacher` (default 64); when "
+                  "training from a cache, the k it must hold."},
+    )
+    teacher_cache_dtype: str = field(
+        default="float16", metadata={"help": f"Dtype of the cached log-probabilities, one of {CACHE_DTYPES}."}
+    )
+    teacher_cache_shard_size: int = field(
+        default=1000, metadata={"help": "Training rows per cache shard (the unit of resuming a cache build)."}
     )
 
     # ---- data -----------------------------------------------------------------------------------
@@ -203,6 +232,7 @@ class DistillationConfig(TrainingArguments):
         _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
         _check_choice("dp_mode", self.dp_mode, DP_MODES)
         self.loss_chunk_size = _chunk_size(self.loss_chunk_size)
+        self._check_kd_and_cache()
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
         for name in ("alpha_kd", "alpha_lm", "alpha_cos"):
@@ -254,6 +284,25 @@ class DistillationConfig(TrainingArguments):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and ok(value)):
                 raise ConfigError(f"{name} must be {what}, got {value}.")
+
+    def _check_kd_and_cache(self) -> None:
+        _check_choice("kd_loss", self.kd_loss, KD_LOSSES)
+        _check_choice("teacher_cache_dtype", self.teacher_cache_dtype, CACHE_DTYPES)
+        if not 0.0 <= self.kd_beta <= 1.0:
+            raise ConfigError(f"kd_beta must be in [0, 1], got {self.kd_beta}.")
+        if not 0.0 <= self.kd_skew_alpha < 1.0:
+            raise ConfigError(f"kd_skew_alpha must be in [0, 1), got {self.kd_skew_alpha}.")
+        if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
+            raise ConfigError(f"teacher_cache_top_k must be >= 1, got {self.teacher_cache_top_k}.")
+        if self.teacher_cache_shard_size < 1:
+            raise ConfigError(f"teacher_cache_shard_size must be >= 1, got {self.teacher_cache_shard_size}.")
+        if self.teacher_cache and self.alpha_cos > 0:
+            raise ConfigError("teacher_cache stores the teacher's output distribution, not its hidden states, so "
+                              "alpha_cos must be 0 when training from a cache: set alpha_cos: 0.")
+
+    def kd_kwargs(self) -> dict[str, Any]:
+        """The KD divergence keys of :func:`distill.losses.distillation_loss`."""
+        return {"kd_loss": self.kd_loss, "kd_beta": self.kd_beta, "kd_skew_alpha": self.kd_skew_alpha}
 
     # ---- (de)serialisation ----------------------------------------------------------------------------
     def distill_dict(self, only_non_default: bool = True) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .counterfactual.perturbation import perturb_positions
-from .losses import _masked_mean, _row_mean, cosine_terms, kd_terms
+from .losses import SparseTarget, _masked_mean, _row_mean, cosine_terms, kd_terms
 from .teacher_head import output_log_probs
 
 #: ``[n, V]`` float32 bytes a chunk may hold per tensor when ``loss_chunk_size`` is ``auto``
@@ -89,6 +89,18 @@ class TeacherSide:
 
 
 @dataclass
+class CachedTeacherSide:
+    """The teacher's side from a teacher cache (:mod:`distill.teacher_cache`): the stored sparse target (top-k +
+    tail, perturbation already applied) instead of hidden states and an output layer."""
+
+    target: SparseTarget
+
+    def targets(self, positions: torch.Tensor) -> SparseTarget:
+        """The sparse target at the flat ``positions``."""
+        return self.target.at_positions(positions)
+
+
+@dataclass
 class _Plan:
     """Everything of one loss call that is not a differentiable input."""
 
@@ -97,7 +109,7 @@ class _Plan:
     next_labels: torch.Tensor | None  # [N] the token each position predicts (-100: none)
     w_kd: torch.Tensor | None  # [N] weight of the KD term
     w_ce: torch.Tensor | None  # [N] weight of the CE term
-    teacher: TeacherSide | None
+    teacher: TeacherSide | CachedTeacherSide | None
     temperature: float
     kd_kwargs: dict
     batch_size: int

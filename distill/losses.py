@@ -3,12 +3,87 @@
 All functions take per-position tensors shaped ``[B, T, ...]`` and a ``mask`` of shape ``[B, T]``
 (1 where the position counts, i.e. a real, non-padding token) and return the mean over counted
 positions. They never look at the models, so they can be tested on hand-made tensors.
+
+The KD term is ``T² · D(P ‖ Q)`` with D one of :mod:`distill.divergences` (``kd_loss``, forward KL by default),
+P the (perturbed) teacher target at temperature T and Q = softmax(z_S / T). P is either dense log-probabilities
+``[B, T, V]`` or a :class:`SparseTarget` (a teacher cache): its top-k log-probabilities plus one tail bucket
+holding the rest of the mass. Against a sparse target the student is coarse-grained the same way,
+
+    Q̂ = (Q[i_1], …, Q[i_k], Q_tail),   Q_tail = 1 − Σ_j Q[i_j],
+
+computed in log space as ``log1mexp(logsumexp_j log Q[i_j])`` (no cancellation until the k ids hold all but
+~1e-6 of Q's mass, where it is floored), and D(P̂ ‖ Q̂) is the same divergence over these k + 1 buckets. Since
+every divergence is separable with f(x, x) = 0, a position whose target tail is empty (k = V: the ids are the
+whole vocabulary) simply drops its tail bucket, which makes the sparse loss equal to the dense one there. For
+k < V, D(P̂ ‖ Q̂) ≤ D(P ‖ Q) for the f-divergences (data processing): the cache sees only how much mass the
+student puts outside the teacher's top k, not where.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from .divergences import divergence
+
+#: Log-mass the student's tail bucket never goes below (float32 cannot resolve 1 − Σ Q[i_j] under ~1e-6).
+_LOG_TAIL_FLOOR = -1e-6
+
+
+@dataclass
+class SparseTarget:
+    """A KD target stored as top-k entries plus one tail bucket, per position.
+
+    ``ids`` ``[..., k]`` (int64) and ``logprobs`` ``[..., k]`` are the k largest entries of log P; ``tail``
+    ``[...]`` is log(1 − Σ P[ids]) (``-inf`` when the ids cover the vocabulary). Indexing a ``SparseTarget``
+    indexes its leading (position) dimensions, like slicing a dense ``[B, T, V]`` target.
+    """
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    tail: torch.Tensor
+
+    def __getitem__(self, index) -> "SparseTarget":
+        return SparseTarget(self.ids[index], self.logprobs[index], self.tail[index])
+
+    def at_positions(self, positions: torch.Tensor) -> "SparseTarget":
+        """``[n, k]`` (tail ``[n]``) at the flat (row-major) ``positions`` of the leading dimensions."""
+        k = self.ids.shape[-1]
+        return SparseTarget(self.ids.reshape(-1, k).index_select(0, positions),
+                            self.logprobs.reshape(-1, k).index_select(0, positions),
+                            self.tail.reshape(-1).index_select(0, positions))
+
+    @property
+    def shape(self) -> torch.Size:
+        """The leading (position) shape, ``[B, T]`` for a batch."""
+        return self.tail.shape
+
+    def to(self, device) -> "SparseTarget":
+        return SparseTarget(self.ids.to(device), self.logprobs.to(device), self.tail.to(device))
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − eˣ) for x < 0, accurate on both sides of −log 2 (Mächler 2012)."""
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def sparse_buckets(student_logits: torch.Tensor, target: SparseTarget, temperature: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log P̂, log Q̂)``, each ``[..., k + 1]``: the target's k entries and tail, and the student's log-probs on
+    the same ids and its tail (see the module docstring). Where the target's tail is empty both tails are set
+    equal, so that bucket adds nothing to any divergence."""
+    s = _soften(student_logits, temperature)
+    log_q_ids = s.gather(-1, target.ids) - torch.logsumexp(s, dim=-1, keepdim=True)
+    log_q_tail = _log1mexp(torch.logsumexp(log_q_ids, dim=-1).clamp_max(_LOG_TAIL_FLOOR))
+    p_tail = target.tail.float()
+    empty = torch.isneginf(p_tail)
+    zero = torch.zeros((), dtype=p_tail.dtype, device=p_tail.device)
+    p_tail, log_q_tail = torch.where(empty, zero, p_tail), torch.where(empty, zero, log_q_tail)
+    log_p = torch.cat([target.logprobs.float(), p_tail.unsqueeze(-1)], dim=-1)
+    log_q = torch.cat([log_q_ids, log_q_tail.unsqueeze(-1)], dim=-1)
+    return log_p, log_q
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -44,24 +119,31 @@ def teacher_log_probs(teacher_logits: torch.Tensor, temperature: float, inplace:
     return F.log_softmax(_soften(teacher_logits, temperature, inplace), dim=-1)
 
 
-def kd_terms(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``[B, T]``: ``T^2 * KL(p_T || p_S)`` at each position."""
-    student_logprobs = F.log_softmax(_soften(student_logits, temperature), dim=-1)
-    return temperature**2 * (teacher_logprobs.exp() * (teacher_logprobs - student_logprobs)).sum(-1)
+def kd_terms(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor | SparseTarget, temperature: float, *,
+             kd_loss: str = "forward_kl", kd_beta: float = 0.5, kd_skew_alpha: float = 0.1) -> torch.Tensor:
+    """``[B, T]``: ``T^2 * D(p_T || p_S)`` at each position, D = ``kd_loss`` (:mod:`distill.divergences`;
+    ``kd_beta`` is the JSD's β, ``kd_skew_alpha`` the skew KLs' α). ``teacher_logprobs`` is dense ``[B, T, V]``
+    or a :class:`SparseTarget`."""
+    if isinstance(teacher_logprobs, SparseTarget):
+        target, student = sparse_buckets(student_logits, teacher_logprobs, temperature)
+    else:
+        target, student = teacher_logprobs, F.log_softmax(_soften(student_logits, temperature), dim=-1)
+    return temperature**2 * divergence(kd_loss, beta=kd_beta, alpha=kd_skew_alpha)(target, student)
 
 
 def kd_loss(
     student_logits: torch.Tensor,
-    teacher_logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor | SparseTarget,
     mask: torch.Tensor | None,
     temperature: float,
+    **kd_kwargs,
 ) -> torch.Tensor:
-    """``T^2 * KL(p_T || p_S)`` per position, averaged over ``mask``.
+    """``T^2 * D(p_T || p_S)`` per position, averaged over ``mask`` (``kd_kwargs``: see :func:`kd_terms`).
 
     ``teacher_logprobs`` are already temperature-softened (see :func:`teacher_log_probs`); keeping
     them as an input lets the counterfactual perturbation change the teacher distribution first.
     """
-    return _masked_mean(kd_terms(student_logits, teacher_logprobs, temperature), mask)
+    return _masked_mean(kd_terms(student_logits, teacher_logprobs, temperature, **kd_kwargs), mask)
 
 
 def lm_terms(student_logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +178,7 @@ def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
 
 def distillation_loss(
     student_logits: torch.Tensor,
-    teacher_logprobs: torch.Tensor | None,
+    teacher_logprobs: torch.Tensor | SparseTarget | None,
     labels: torch.Tensor,
     mask: torch.Tensor | None,
     *,
@@ -107,8 +189,13 @@ def distillation_loss(
     student_hidden: torch.Tensor | None = None,
     teacher_hidden: torch.Tensor | None = None,
     per_row: bool = False,
+    kd_loss: str = "forward_kl",
+    kd_beta: float = 0.5,
+    kd_skew_alpha: float = 0.1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The combined loss ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` and its components (detached).
+    """The combined loss ``α_kd·T²·D + α_lm·CE + α_cos·(1−cos)`` and its components (detached).
+
+    D is ``kd_loss`` (forward KL by default; see :func:`kd_terms`), against a dense or a sparse target.
 
     By default each term is the mean over all counted positions of the batch. ``per_row=True`` gives a ``[B]``
     loss instead, each term averaged over the row's own positions: what DP-SGD clips, since a row's gradient
@@ -119,7 +206,8 @@ def distillation_loss(
     total = student_logits.new_zeros(student_logits.shape[0] if per_row else (), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if alpha_kd > 0:
-        kd = reduce(kd_terms(student_logits, teacher_logprobs, temperature), mask)
+        kd = reduce(kd_terms(student_logits, teacher_logprobs, temperature, kd_loss=kd_loss, kd_beta=kd_beta,
+                             kd_skew_alpha=kd_skew_alpha), mask)
         total = total + alpha_kd * kd
         parts["loss_kd"] = kd.detach().mean()
     if alpha_lm > 0:

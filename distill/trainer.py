@@ -38,7 +38,7 @@ from .config import DistillationConfig
 from .counterfactual.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from .data import DistillationCollator
 from .errors import ConfigError
-from .fused_loss import Counterfactual, TeacherSide, fused_distillation_loss
+from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
 from .hub.run_info import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
@@ -121,6 +121,11 @@ class DistillationTrainer(Trainer):
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         self._student_head = hidden_output_layer(self.model) if args.loss_chunk_size != "off" and not sharded else None
         self._setup_counterfactual()
+        self.teacher_cache = None
+        if args.teacher_cache:  # stored (perturbed) targets replace the teacher forward; checked before training
+            from .teacher_cache import TeacherCache
+
+            self.teacher_cache = TeacherCache.for_trainer(self)
         # DP-SGD (distill.privacy): records sampler, per-record clipping, noise and accounting; the step is ours.
         self.privacy = None
         if args.dp_enabled:
@@ -156,7 +161,7 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # private Trainer hook (no public way to keep extra columns): tested with transformers 5.24
         super()._set_signature_columns_if_needed()
-        extra = [c for c in ("labels", "cf_input_ids", "record_id") if c not in self._signature_columns]
+        extra = [c for c in ("labels", "cf_input_ids", "record_id", "cache_row") if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------------------------------------
@@ -219,6 +224,8 @@ class DistillationTrainer(Trainer):
     def _teacher_forward(self, inputs: dict[str, torch.Tensor], need_hidden: bool
                          ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
         """Teacher targets and, with counterfactual role reversal, the number of swapped rows."""
+        if self.teacher_cache is not None:  # the stored target: top-k + tail, perturbation already applied
+            return self.teacher_cache.targets(inputs), None, None
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         with self.accelerator.autocast():  # as the plain forward (prepare_model wraps it) under bf16/fp16
             if self.token_swapper is not None and self.args.alpha_kd > 0:
@@ -263,19 +270,23 @@ class DistillationTrainer(Trainer):
         outputs hold no logits). ``None`` where it does not apply (``loss_chunk_size: off``, an output layer that
         does not split off)."""
         args = self.args
-        if self._student_head is None or (self._teacher_split is None and (args.alpha_kd > 0 or args.alpha_cos > 0)):
+        cached = self.teacher_cache is not None
+        if self._student_head is None or (
+                not cached and self._teacher_split is None and (args.alpha_kd > 0 or args.alpha_cos > 0)):
             return None
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits(inputs["labels"].device))
         teacher, teacher_hidden, n_swapped = None, None, None
-        if args.alpha_kd > 0 or args.alpha_cos > 0:
+        if cached and args.alpha_kd > 0:  # the stored target; alpha_cos is refused with a cache
+            teacher = CachedTeacherSide(self.teacher_cache.targets(inputs))
+        elif args.alpha_kd > 0 or args.alpha_cos > 0:
             teacher, teacher_hidden, n_swapped = self.teacher_side(inputs, need_hidden=args.alpha_cos > 0)
         with self.accelerator.autocast():
             loss, parts = fused_distillation_loss(
                 outputs.hidden_states[-1], self._student_head, teacher, inputs["labels"], inputs.get("attention_mask"),
                 temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
                 teacher_hidden=teacher_hidden, per_row=per_row,
-                chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size)
+                chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size, **args.kd_kwargs())
         if n_swapped is not None:
             parts["crr_swapped_share"] = torch.tensor(n_swapped / model_inputs["input_ids"].size(0))
         return loss, parts, outputs
@@ -305,6 +316,7 @@ class DistillationTrainer(Trainer):
             outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
             temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
             student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
+            **args.kd_kwargs(),
             per_row=per_row,
         )
         if n_swapped is not None:

@@ -68,6 +68,8 @@ TARGETS = {
     "dp_vs_nondp": (1.3, True),
     "dp_mem_vs_nondp": (1.2, True),
     "eval_batched_speedup": (5.0, False),
+    "cached_kd_vs_kd": (0.75, True),  # scripts/bench_cache.py
+    "cached_crr_vs_cached_kd": (1.05, True),
 }
 #: the loss of the TRL comparison: what GKD computes (forward KL, no temperature, no other term)
 MATCHED = dict(temperature=1.0, alpha_kd=1.0, alpha_lm=0.0, alpha_cos=0.0, optim="adamw_torch", learning_rate=1e-4)
@@ -487,6 +489,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="GPT-2-shape batch size (rows)")
     ap.add_argument("--gpu-seq", "--real-seq", dest="gpu_seq", type=int, default=512,
                     help="GPT-2-shape sequence length (tokens)")
+    ap.add_argument("--skip-cache", action="store_true",
+                    help="GPT-2 shapes: skip the teacher-cache contender (cached_kd_vs_kd)")
     ap.add_argument("--real-repeat", type=int, default=2, help="GPT-2 shapes: rounds of the round-robin")
     ap.add_argument("--real-steps", type=int, default=1, help="GPT-2 shapes: timed steps per contender per round")
     ap.add_argument("--real-warmup", type=int, default=1, help="GPT-2 shapes: untimed steps per contender first")
@@ -532,6 +536,10 @@ def main(argv: list[str] | None = None) -> dict:
             teacher = make_teacher(os.path.join(work, "teacher"))
             log(f"[1/4] step times: {a.repeat} rounds x {a.steps} steps per contender, batch {a.batch} x {a.seq}")
             result.update(bench_steps(a, teacher, work, with_trl))
+            from bench_cache import bench_cache  # training from a teacher cache
+
+            result.update(bench_cache(teacher, work, batch=a.batch, seq=a.seq, steps=a.steps, repeat=a.repeat,
+                                      warmup=a.warmup))
             if not a.no_memory:
                 log("[2/4] peak memory, DP vs non-DP (fresh process each)")
                 result.update(bench_memory(a, teacher))
@@ -541,6 +549,12 @@ def main(argv: list[str] | None = None) -> dict:
         if torch.cuda.is_available() or a.real_shapes:
             log(f"[4/4] GPT-2 -> 6-layer student at real shapes, batch {a.gpu_batch} x {a.gpu_seq}")
             result["real_shapes"] = bench_real_shapes(a, work, with_trl)
+            if not a.skip_cache:
+                from bench_cache import bench_cache_real_shapes
+
+                result["real_shapes"]["cached_kd_vs_kd"] = bench_cache_real_shapes(
+                    work, batch=a.gpu_batch, seq=a.gpu_seq, steps=a.real_steps, repeat=a.real_repeat,
+                    warmup=a.real_warmup)["cached_kd_vs_kd"]
             result["real_shapes"]["targets"] = verdicts(result["real_shapes"], REAL_TARGETS)
         else:
             result["real_shapes"] = None

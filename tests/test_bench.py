@@ -19,8 +19,10 @@ def test_bench_smoke_json_has_every_comparison():
     assert res.returncode == 0, res.stderr[-4000:]
     r = json.loads(res.stdout)
     with_trl = importlib.util.find_spec("trl") is not None
-    for key in ("crr_vs_kd", "dp_vs_nondp", "opacus_hooks_vs_nondp", "dp_mem_vs_nondp", "eval_batched_speedup"):
+    for key in ("crr_vs_kd", "dp_vs_nondp", "opacus_hooks_vs_nondp", "dp_mem_vs_nondp", "eval_batched_speedup",
+                "cached_kd_vs_kd", "cached_crr_vs_cached_kd"):
         assert r[key] > 0, key
+    assert 0 < r["cache_bytes_per_token"] <= 400  # top-64 ids (uint16) + float16 log-probs + tail
     for key in ("crr_vs_kd", "dp_vs_nondp", "dp_mem_vs_nondp", "eval_batched_speedup"):
         assert r["targets"][key]["met"] in (True, False)
     assert (r["kd_vs_trl"] is not None) == with_trl
