@@ -118,6 +118,19 @@ def test_fused_equals_plain_for_each_weighting(models, temperature, weights, per
                  _loss_and_grads(_reference, student, *args, per_row=per_row))
 
 
+@pytest.mark.parametrize("kd_loss", ["reverse_kl", "jsd", "tvd", "skew_forward_kl", "skew_reverse_kl"])
+@pytest.mark.parametrize("per_row", [False, True], ids=["batch", "per_row"])
+def test_fused_equals_plain_for_each_kd_loss(models, kd_loss, per_row):
+    teacher, student = models
+    inputs, labels = _batch()
+    weights = dict(alpha_kd=5.0, alpha_lm=2.0, kd_loss=kd_loss, kd_beta=0.3, kd_skew_alpha=0.2)
+    args = (teacher, inputs, labels, "mean", 0.5, 2.0, weights)
+    fused = _loss_and_grads(_fused, student, *args, per_row=per_row)
+    _assert_same(fused, _loss_and_grads(_reference, student, *args, per_row=per_row))
+    forward = _loss_and_grads(_reference, student, *args[:-1], dict(alpha_kd=5.0, alpha_lm=2.0), per_row=per_row)
+    assert not torch.allclose(fused[1]["loss_kd"], forward[1]["loss_kd"])  # the divergence was applied
+
+
 @pytest.mark.parametrize("mode,lam", MODES)
 @pytest.mark.parametrize("per_row,frozen_head", [(False, False), (True, False), (True, True)],
                          ids=["batch", "per_row", "per_row-frozen_head"])
@@ -206,12 +219,12 @@ def _trainer_loss_and_grads(trainer, inputs, fused: bool, largest=None):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("perturbation", ["none", "mean"])
-def test_trainer_step_is_fused_by_default_and_equals_the_plain_step(tiny_args, perturbation):
+@pytest.mark.parametrize("perturbation,kd_loss", [("none", "forward_kl"), ("mean", "forward_kl"), ("mean", "jsd")])
+def test_trainer_step_is_fused_by_default_and_equals_the_plain_step(tiny_args, perturbation, kd_loss):
     from distill.trainer import DistillationTrainer
 
     trainer = DistillationTrainer(args=tiny_args(temperature=2.0, alpha_kd=5.0, alpha_lm=2.0, alpha_cos=1.0,
-                                                 perturbation=perturbation, student_num_layers=4))
+                                                 perturbation=perturbation, student_num_layers=4, kd_loss=kd_loss))
     assert trainer._student_head is not None and trainer.args.loss_chunk_size == "auto"
     trainer.args.loss_chunk_size = 7
     inputs = _trainer_batch(trainer)

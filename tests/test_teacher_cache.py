@@ -79,7 +79,13 @@ def test_cache_at_k_equal_v_reproduces_the_online_loss(online_kd, online_crr, tm
     assert batch[CACHE_ROW].tolist() == [0, 1]
     target = cached.teacher_targets(batch)[0]
     assert isinstance(target, SparseTarget) and torch.isneginf(target.tail).all()
+    cached.teacher_side = lambda *a, **k: pytest.fail("the teacher ran although a cache was given")
+    with torch.no_grad():  # the default step is the fused one, and it reads the cache
+        assert cached.fused_loss(cached.model, batch) is not None
     assert _loss(cached, batch) == pytest.approx(_loss(online, batch), rel=1e-5)
+    with torch.no_grad():  # the plain step from the cache agrees with the fused one
+        plain = cached.distillation_step_loss(cached.model, batch, fused=False)[0].item()
+    assert plain == pytest.approx(_loss(cached, batch), rel=1e-5)
     if perturbation == "mean":  # the perturbed target was stored, not the plain teacher's
         dense, _ = online.teacher_targets(batch)
         plain = torch.log_softmax(online.teacher(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits
