@@ -108,6 +108,11 @@ def test_every_readme_command_parses():
             gpu_only = read_yaml(config_file).get("bf16") and not torch.cuda.is_available()
             config = load_config(cli_args=extra, overrides={"bf16": False} if gpu_only else None)
             assert config.output_dir
+        elif args.command == "federated":  # training keys and the federated: section, from YAML and flags
+            from distill.commands.federated import load_configs
+
+            config, fl = load_configs(args.config, extra, compare=args.compare)
+            assert config.output_dir and fl.num_rounds > 0
         else:
             assert not extra, argv
 
