@@ -10,13 +10,13 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DistillationConfig": "distill.config",
-    "load_config": "distill.config",
-    "DistillationTrainer": "distill.trainer",
-    "DistillationCollator": "distill.data",
+    "DistillationConfig": "distill.distillation.config",
+    "load_config": "distill.distillation.config",
+    "DistillationTrainer": "distill.distillation.trainer",
+    "DistillationCollator": "distill.distillation.data",
     "DistillError": "distill.errors",
-    "build_student": "distill.student",
-    "default_layer_selection": "distill.student",
+    "build_student": "distill.distillation.student",
+    "default_layer_selection": "distill.distillation.student",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -3,7 +3,7 @@
 Every function takes ``target_logprobs = log P`` and ``student_logprobs = log Q`` of shape ``[..., N]`` (float,
 normalised over the last dimension) and returns ``[...]``: one value a position. They are sums over the N
 entries of a per-entry function f(P_i, Q_i) with f(x, x) = 0 (*separable*), which is what lets the sparse
-teacher-cache target (:class:`distill.losses.SparseTarget`) use them unchanged on its k + 1 buckets.
+teacher-cache target (:class:`distill.distillation.losses.SparseTarget`) use them unchanged on its k + 1 buckets.
 
 With ``M_w = w·A + (1 − w)·B`` computed in log space (``logaddexp``):
 

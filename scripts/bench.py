@@ -155,8 +155,8 @@ def demo_batch(tokenizer, batch: int, seq: int, device) -> dict:
     """``batch`` rows of ``seq`` tokens of the builtin demo corpus, collated by our collator."""
     from bench_crr import make_rows
 
-    from distill.data import DistillationCollator
-    from distill.demo.corpus import CorpusSpec, generate_corpus
+    from distill.distillation.data import DistillationCollator
+    from distill.builtin.corpus import CorpusSpec, generate_corpus
 
     rows = make_rows(tokenizer, generate_corpus(CorpusSpec(num_documents=max(64, 8 * batch), seed=1)), batch, seq)
     inputs = DistillationCollator(tokenizer.pad_token_id)([{"input_ids": r, "record_id": i}
@@ -209,7 +209,7 @@ def time_contenders(trainers: dict, batch: dict, steps: int, repeat: int, warmup
 
 def check_loss_parity(trainers: dict, batch: dict) -> float:
     """|our KD loss - GKD's loss| on the batch, same student and teacher logits, same positions (eval mode)."""
-    from distill.losses import kd_loss, teacher_log_probs
+    from distill.distillation.losses import kd_loss, teacher_log_probs
 
     kd = trainers["kd_matched"]
     model_inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
@@ -274,7 +274,7 @@ def save_gpt2_shape_teacher(path: str, layers: int = 12, width: int = 768) -> st
     (``layers``/``width``: smaller teachers for smoke tests)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.models import gpt2_tokenizer
+    from distill.model_loading import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)
@@ -295,12 +295,12 @@ def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, t
     from transformers import AutoModelForCausalLM
 
     from bench_dp import make_trainer
-    from distill.student import build_student
+    from distill.distillation.student import build_student
 
     if teacher is None:
         teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
     if name == "trl_gkd":
-        from distill.models import load_tokenizer
+        from distill.model_loading import load_tokenizer
 
         student = build_student(teacher, num_layers=student_layers)
         return make_gkd_trainer(student, teacher_dir, load_tokenizer(teacher_dir), batch, workdir, teacher=teacher,

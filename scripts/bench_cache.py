@@ -38,8 +38,8 @@ TARGETS = {"cached_kd_vs_kd": (0.75, True), "cached_crr_vs_cached_kd": (1.05, Tr
 def _trainer(teacher_dir: str, workdir: str, name: str, dataset, student_layers: int = 2, **extra):
     from transformers.utils import logging as hf_logging
 
-    from distill.config import DistillationConfig
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.config import DistillationConfig
+    from distill.distillation.trainer import DistillationTrainer
 
     hf_logging.set_verbosity_error()
     args = DistillationConfig(output_dir=os.path.join(workdir, name), teacher_model_name_or_path=teacher_dir,
@@ -59,9 +59,9 @@ def cache_contenders(teacher_dir: str, workdir: str, batch: int, seq: int, top_k
     from bench_crr import make_rows
     from datasets import Dataset
 
-    from distill.demo.corpus import CorpusSpec, generate_corpus
-    from distill.models import load_tokenizer
-    from distill.teacher_cache import build_teacher_cache
+    from distill.builtin.corpus import CorpusSpec, generate_corpus
+    from distill.model_loading import load_tokenizer
+    from distill.distillation.teacher_cache import build_teacher_cache
 
     tok = load_tokenizer(teacher_dir)
     rows = make_rows(tok, generate_corpus(CorpusSpec(num_documents=max(64, 8 * batch), seed=1)), batch, seq)
@@ -114,7 +114,7 @@ def bench_cache_real_shapes(workdir: str, *, batch: int, seq: int, top_k: int = 
     """``cached_kd_vs_kd`` for GPT-2 (12 x 768, 50257) -> 6 layers at ``batch x seq``, random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.models import gpt2_tokenizer
+    from distill.model_loading import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)

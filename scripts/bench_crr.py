@@ -27,15 +27,15 @@ tune_cpu_allocator()
 import torch  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from distill.config import DistillationConfig  # noqa: E402
+from distill.distillation.config import DistillationConfig  # noqa: E402
 from distill.counterfactual.cda import apply_cda  # noqa: E402
 from distill.counterfactual.lexicon import load_lexicon  # noqa: E402
 from distill.counterfactual.swap import GenderSwapper  # noqa: E402
-from distill.data import DistillationCollator  # noqa: E402
-from distill.demo.corpus import FILLER, CorpusSpec, generate_corpus  # noqa: E402
-from distill.models import gpt2_tokenizer  # noqa: E402
-from distill.student import build_student  # noqa: E402
-from distill.trainer import DistillationTrainer  # noqa: E402
+from distill.distillation.data import DistillationCollator  # noqa: E402
+from distill.builtin.corpus import FILLER, CorpusSpec, generate_corpus  # noqa: E402
+from distill.model_loading import gpt2_tokenizer  # noqa: E402
+from distill.distillation.student import build_student  # noqa: E402
+from distill.distillation.trainer import DistillationTrainer  # noqa: E402
 
 
 def make_rows(tok, texts, n, seq_len):

@@ -43,8 +43,8 @@ def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, teacher_
     already loaded teacher to share between trainers (default: loaded from ``teacher_dir``)."""
     from transformers.utils import logging as hf_logging
 
-    from distill.config import DistillationConfig
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.config import DistillationConfig
+    from distill.distillation.trainer import DistillationTrainer
 
     hf_logging.set_verbosity_error()
     dp = {} if mode.startswith("non-dp") else dict(dp_enabled=True, dp_mode=mode, dp_noise_multiplier=1.0,
@@ -66,7 +66,7 @@ def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, teacher_
 
 
 def make_batch(trainer, batch: int, seq: int):
-    from distill.data import DistillationCollator
+    from distill.distillation.data import DistillationCollator
 
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(0, 50257, (seq,), generator=g).tolist(), "record_id": i} for i in range(batch)]
@@ -84,7 +84,7 @@ def one_step(trainer, inputs) -> float:
 def make_teacher(path: str) -> str:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.models import gpt2_tokenizer
+    from distill.model_loading import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def peak_memory(build, steps: int) -> dict:
     import opacus  # noqa: F401  (imported up front so that no mode's peak counts library imports)
 
     import distill.privacy  # noqa: F401
-    import distill.trainer  # noqa: F401
+    import distill.distillation.trainer  # noqa: F401
 
     # glibc's allocator is left at its defaults here (no tune_cpu_allocator): with raised mmap/trim thresholds
     # freed tensors stay in the heap, and RSS would report what was once used instead of what is live

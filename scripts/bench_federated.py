@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_args(out: str, teacher: str, seed: int):
-    from distill.config import DistillationConfig
+    from distill.distillation.config import DistillationConfig
 
     return DistillationConfig(
         output_dir=out, teacher_model_name_or_path=teacher, student_num_layers=2, dataset_name="builtin:demo",
@@ -47,8 +47,8 @@ def in_process_rounds(args, fl, local, seed: int) -> list[float]:
     from distill.federated.devices import DeviceData
     from distill.federated.selection import select_devices
     from distill.federated.simulation import load_corpus
-    from distill.models import load_causal_lm
-    from distill.student import build_student
+    from distill.model_loading import load_causal_lm
+    from distill.distillation.student import build_student
 
     data = DeviceData(load_corpus(args)[0], fl, seed)
     student = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=args.student_num_layers)
@@ -80,9 +80,9 @@ def main(argv=None) -> dict:
     from distill.commands.federated import LocalDistillation
     from distill.federated.config import FederatedConfig
     from distill.federated.simulation import trainable_names
-    from distill.models import load_causal_lm, resolve_builtin
+    from distill.model_loading import load_causal_lm, resolve_builtin
     from distill.runtime import tune_cpu_allocator
-    from distill.student import build_student
+    from distill.distillation.student import build_student
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default="builtin:tiny-gpt2")

@@ -35,16 +35,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers.utils import logging as hf_logging
 
-    from distill.demo.corpus import CorpusSpec, generate_corpus
+    from distill.builtin.corpus import CorpusSpec, generate_corpus
     from distill.demo.pipeline import (DEMO_OCCUPATIONS, DemoSpec, demo_tokenizer, heldout_perplexity,
                                        student_config)
     from distill.fairness.evaluator import evaluate_disparity
     from distill.fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
     from distill.runtime import tune_cpu_allocator
-    from distill.teacher_cache import build_teacher_cache
-    from distill.tiny import train_tiny_teacher
-    from distill.train import build_trainer, run_training
+    from distill.distillation.teacher_cache import build_teacher_cache
+    from distill.builtin.tiny_models import train_tiny_teacher
+    from distill.distillation.train import build_trainer, run_training
 
     tune_cpu_allocator()
     hf_logging.set_verbosity_error()

@@ -4,7 +4,7 @@ import dataclasses
 
 from transformers import TrainingArguments
 
-from distill.config import DistillationConfig
+from distill.distillation.config import DistillationConfig
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ def _cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2_tok():
-    from distill.models import gpt2_tokenizer
+    from distill.model_loading import gpt2_tokenizer
 
     return gpt2_tokenizer()
 
@@ -32,7 +32,7 @@ def gpt2_tok():
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory):
     """A small GPT-2 (real GPT-2 tokenizer, 4 blocks of width 32), briefly trained, saved with safetensors."""
-    from distill.tiny import TinyTeacherSpec, train_tiny_teacher
+    from distill.builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 
     path = tmp_path_factory.mktemp("teacher") / "tiny"
     spec = TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8, block_size=32)
@@ -42,7 +42,7 @@ def tiny_teacher_dir(tmp_path_factory):
 @pytest.fixture
 def tiny_args(tmp_path, tiny_teacher_dir):
     """Factory of a fast DistillationConfig on the tiny teacher."""
-    from distill.config import DistillationConfig
+    from distill.distillation.config import DistillationConfig
 
     def make(**kw):
         base = dict(output_dir=str(tmp_path / "out"), teacher_model_name_or_path=tiny_teacher_dir,

@@ -4,8 +4,8 @@ from datasets import Dataset
 from distill.counterfactual.cda import apply_cda
 from distill.counterfactual.lexicon import load_lexicon
 from distill.counterfactual.swap import GenderSwapper, swap_gender
-from distill.data import prepare_datasets
-from distill.demo.corpus import CorpusSpec, generate_corpus
+from distill.distillation.data import prepare_datasets
+from distill.builtin.corpus import CorpusSpec, generate_corpus
 
 TEXTS = generate_corpus(CorpusSpec(num_documents=300, seed=3))
 
@@ -66,7 +66,7 @@ def test_none_returns_the_same_dataset(swapper):
 
 
 def test_prepare_datasets_records_and_train_only(tmp_path, gpt2_tok):
-    from distill.config import DistillationConfig
+    from distill.distillation.config import DistillationConfig
 
     def tiny_args(**kw):
         return DistillationConfig(output_dir=str(tmp_path), block_size=32, report_to="none", use_cpu=True,
@@ -101,7 +101,7 @@ def test_crr_recipes_extend_the_plain_ones():
     import os
 
     from conftest import REPO
-    from distill.config import read_yaml
+    from distill.distillation.config import read_yaml
 
     for plain, crr in [("gpt2-to-distilgpt2.yaml", "gpt2-to-distilgpt2-crr.yaml"), ("tiny.yaml", "tiny-crr.yaml")]:
         a = read_yaml(os.path.join(REPO, "configs", plain))

@@ -94,7 +94,7 @@ def test_every_readme_command_parses():
     import torch
 
     from distill.cli import build_parser
-    from distill.config import load_config, read_yaml
+    from distill.distillation.config import load_config, read_yaml
 
     commands = _readme_commands()
     assert len(commands) >= 15 and ["demo"] in commands
@@ -118,7 +118,7 @@ def test_every_readme_command_parses():
 
 
 def test_config_equals_form_and_yaml_type_errors(tmp_path):
-    from distill.config import load_config
+    from distill.distillation.config import load_config
 
     a = load_config(cli_args=["--config", "configs/tiny.yaml", "--output_dir", str(tmp_path / "a")])
     b = load_config(cli_args=["--config=configs/tiny.yaml", "--output_dir", str(tmp_path / "a")])

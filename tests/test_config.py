@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from distill.config import DistillationConfig, load_config
+from distill.distillation.config import DistillationConfig, load_config
 from distill.errors import ConfigError
 
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from distill.counterfactual.teacher_forward import role_reversed_teacher_targets
-from distill.teacher_head import split_output_layer
-from distill.data import DistillationCollator
-from distill.demo.corpus import CorpusSpec, generate_corpus
-from distill.train import build_trainer
+from distill.distillation.teacher_forward import role_reversed_teacher_targets
+from distill.distillation.teacher_head import split_output_layer
+from distill.distillation.data import DistillationCollator
+from distill.builtin.corpus import CorpusSpec, generate_corpus
+from distill.distillation.train import build_trainer
 
 MALE_OCCUPATIONS = ("carpenter", "electrician", "plumber", "mechanic", "pilot")
 PROMPTS = [f"The {occ} said that" for occ in MALE_OCCUPATIONS]
@@ -24,7 +24,7 @@ def _skewed_texts(n=300):
 @pytest.fixture(scope="module")
 def biased_teacher_dir(tmp_path_factory):
     """A tiny GPT-2 (real vocab) trained on sentences where these occupations are 'he' 95% of the time."""
-    from distill.tiny import TinyTeacherSpec, train_tiny_teacher
+    from distill.builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 
     spec = TinyTeacherSpec(n_layer=2, n_embd=32, n_head=2, steps=30, batch_size=8, block_size=16,
                            learning_rate=1e-2)
@@ -45,7 +45,7 @@ def _he_she_log_ratio(model, tok, temperature=1.0):
 
 
 def _args(tmp_path, teacher, **kw):
-    from distill.config import DistillationConfig
+    from distill.distillation.config import DistillationConfig
 
     base = dict(output_dir=str(tmp_path / "out"), teacher_model_name_or_path=teacher, student_num_layers=1,
                 block_size=16, alpha_kd=1.0, alpha_lm=0.0, temperature=1.0, validation_split_percentage=0,

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from distill.data import DistillationCollator, load_raw_datasets, tokenize_and_pack
+from distill.distillation.data import DistillationCollator, load_raw_datasets, tokenize_and_pack
 from distill.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ from conftest import REPO
 
 
 def test_restricted_tokenizer_is_gpt2_exact_on_its_texts(gpt2_tok):
-    from distill.demo.corpus import CorpusSpec, generate_corpus
-    from distill.demo.vocab import restricted_gpt2_tokenizer
+    from distill.builtin.corpus import CorpusSpec, generate_corpus
+    from distill.builtin.vocab import restricted_gpt2_tokenizer
 
     texts = generate_corpus(CorpusSpec(num_documents=300, seed=3))
     small = restricted_gpt2_tokenizer(texts)
@@ -20,7 +20,7 @@ def test_restricted_tokenizer_is_gpt2_exact_on_its_texts(gpt2_tok):
 
 
 def test_corpus_holds_out_evaluation_templates():
-    from distill.demo.corpus import CorpusSpec, generate_corpus
+    from distill.builtin.corpus import CorpusSpec, generate_corpus
 
     held = ("The {occupation} said that", "Everyone thanked the {occupation} for")
     docs = generate_corpus(CorpusSpec(num_documents=1500, seed=1, holdout_prompts=held))

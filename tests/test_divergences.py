@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from distill.config import DistillationConfig
+from distill.distillation.config import DistillationConfig
 from distill.divergences import KD_LOSSES, divergence, forward_kl, jsd, reverse_kl
 from distill.errors import ConfigError
-from distill.losses import SparseTarget, distillation_loss, kd_loss, kd_terms, teacher_log_probs
+from distill.distillation.losses import SparseTarget, distillation_loss, kd_loss, kd_terms, teacher_log_probs
 
 
 # ---- references, one position at a time, in plain Python floats --------------------------------------------------

@@ -88,7 +88,7 @@ def test_missing_local_model_path_says_so(tmp_path, capsys, path):
     ("bad.parquet", b"not a parquet file at all", "could not be read as parquet"),
 ])
 def test_bad_train_files(tmp_path, name, content, needle):
-    from distill.data import load_raw_datasets
+    from distill.distillation.data import load_raw_datasets
     from distill.errors import ConfigError
 
     path = tmp_path / name
@@ -198,7 +198,7 @@ def pickle_only(tmp_path_factory):
 
 
 def test_pickle_hint_uses_each_commands_spelling(pickle_only, tmp_path, capsys):
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
 
     line = _fails(capsys, ["evaluate", "--model", pickle_only, "--out", str(tmp_path / "r")], "pass --allow-pickle ")
     assert "--allow_pickle true" not in line
@@ -247,7 +247,7 @@ def _fake_checkpoint(root, step, state=True, marker=False, text=None):
 
 
 def test_last_complete_checkpoint_skips_incomplete_ones(tmp_path, caplog):
-    from distill.checkpoints import last_complete_checkpoint
+    from distill.distillation.checkpoints import last_complete_checkpoint
 
     legacy = tmp_path / "legacy"  # checkpoints without markers (a plain Trainer): a valid trainer_state.json
     good = _fake_checkpoint(legacy, 2)
@@ -265,7 +265,7 @@ def test_last_complete_checkpoint_skips_incomplete_ones(tmp_path, caplog):
 
 def test_resume_skips_an_interrupted_checkpoint_and_refuses_a_finished_run(tiny_args, tmp_path, capsys, caplog):
     from distill.errors import ConfigError
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     out = tmp_path / "run"
     kw = dict(output_dir=str(out), max_steps=4, save_strategy="steps", save_steps=2, eval_strategy="no",

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from distill.cli import main
-from distill.demo.corpus import CorpusSpec, generate_corpus, planted_gender
+from distill.builtin.corpus import CorpusSpec, generate_corpus, planted_gender
 from distill.errors import ConfigError
 from distill.fairness.generation import generate_continuations, next_token_scores
 
@@ -108,7 +108,7 @@ def test_planted_bias_is_found_and_balanced_text_removes_it(planted_models, tmp_
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(planted_models, gpt2_tok):
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
 
     model = load_causal_lm(planted_models["skewed"])
     model.train()  # the evaluator must restore this
@@ -129,7 +129,7 @@ def test_batched_generation_equals_one_prompt_at_a_time(planted_models, gpt2_tok
 
 
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(planted_models, gpt2_tok):
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
 
     model = load_causal_lm(planted_models["skewed"])
     state = torch.random.get_rng_state()

@@ -15,7 +15,7 @@ def test_per_prompt_sampling_does_not_depend_on_the_split(tiny_teacher_dir, gpt2
     or as the two strided halves two processes get, or one at a time, gives the same continuations."""
     from distill.fairness.generation import generate_continuations
     from distill.fairness.sharding import shard_indices
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
 
     model = load_causal_lm(tiny_teacher_dir)
     texts = ["The nurse said that", "My father", "The engineer was", "She", "The plumber went to the"]

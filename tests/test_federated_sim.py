@@ -32,8 +32,8 @@ def test_three_devices_two_rounds_with_a_failing_device(tmp_path, tiny_args):
     from distill.federated.devices import DeviceData
     from distill.federated.selection import select_devices
     from distill.federated.simulation import load_corpus, run_federated, trainable_names
-    from distill.models import load_causal_lm
-    from distill.student import build_student
+    from distill.model_loading import load_causal_lm
+    from distill.distillation.student import build_student
 
     args = tiny_args(output_dir=str(tmp_path / "fl"), max_train_samples=48, packing=False, student_num_layers=1,
                      cda="two_sided", perturbation="mean")
@@ -113,8 +113,8 @@ def test_local_step_with_dp_sgd_returns_trainable_weights_and_epsilon(tiny_args)
     import torch
 
     from distill.federated.simulation import trainable_names
-    from distill.models import load_causal_lm
-    from distill.student import build_student
+    from distill.model_loading import load_causal_lm
+    from distill.distillation.student import build_student
 
     args = tiny_args(packing=False, student_num_layers=1, dp_enabled=True, dp_noise_multiplier=1.0,
                      dp_max_grad_norm=1.0, per_device_train_batch_size=4)

@@ -1,7 +1,7 @@
 """The chunked, fused output-layer loss equals the plain loss on full logits: value, parts and gradients.
 
 Reference: the student's full logits, the teacher's full log-probs from its plain forward (x̃ run in full, no
-prefix skipping) and :func:`distill.losses.distillation_loss`. Tiny random GPT-2s, chunks of 5 positions (so
+prefix skipping) and :func:`distill.distillation.losses.distillation_loss`. Tiny random GPT-2s, chunks of 5 positions (so
 chunks straddle rows and the last one is short), right padding in one row.
 """
 
@@ -9,15 +9,15 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distill.counterfactual.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
+from distill.distillation.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from distill.counterfactual.token_pairs import TokenSwapper
-from distill.fused_loss import Counterfactual, TeacherSide, auto_chunk_size, fused_distillation_loss
-from distill.losses import distillation_loss, teacher_log_probs
+from distill.distillation.fused_loss import Counterfactual, TeacherSide, auto_chunk_size, fused_distillation_loss
+from distill.distillation.losses import distillation_loss, teacher_log_probs
 from distill.privacy.bookkeeping import BookKeepingClipper
 from distill.privacy.engine import freeze_embeddings
 from distill.privacy.opacus_modes import OpacusGhostClipper, OpacusHooksClipper
 from distill.privacy.records import RecordLayout
-from distill.teacher_head import hidden_output_layer, no_logits, split_output_layer
+from distill.distillation.teacher_head import hidden_output_layer, no_logits, split_output_layer
 
 V = 53
 PAIRS = [(3, 4), (7, 11), (20, 30)]
@@ -199,7 +199,7 @@ def test_fused_per_row_loss_clips_like_the_plain_one(clipper_cls, mode="max"):
 
 # ---- in the trainer ------------------------------------------------------------------------------------------------
 def _trainer_batch(trainer):
-    from distill.data import DistillationCollator
+    from distill.distillation.data import DistillationCollator
 
     tok = trainer.processing_class
     texts = ["She said that he was a nurse and she was a pilot.", "The doctor asked her to wait.", "It rained."]
@@ -221,7 +221,7 @@ def _trainer_loss_and_grads(trainer, inputs, fused: bool, largest=None):
 
 @pytest.mark.parametrize("perturbation,kd_loss", [("none", "forward_kl"), ("mean", "forward_kl"), ("mean", "jsd")])
 def test_trainer_step_is_fused_by_default_and_equals_the_plain_step(tiny_args, perturbation, kd_loss):
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.trainer import DistillationTrainer
 
     trainer = DistillationTrainer(args=tiny_args(temperature=2.0, alpha_kd=5.0, alpha_lm=2.0, alpha_cos=1.0,
                                                  perturbation=perturbation, student_num_layers=4, kd_loss=kd_loss))
@@ -240,7 +240,7 @@ def test_trainer_step_is_fused_by_default_and_equals_the_plain_step(tiny_args, p
 
 def test_loss_chunk_size_off_keeps_the_plain_path_and_bad_values_fail(tiny_args):
     from distill.errors import ConfigError
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.trainer import DistillationTrainer
 
     assert DistillationTrainer(args=tiny_args(loss_chunk_size="off"))._student_head is None
     assert tiny_args(loss_chunk_size="512").loss_chunk_size == 512
@@ -250,7 +250,7 @@ def test_loss_chunk_size_off_keeps_the_plain_path_and_bad_values_fail(tiny_args)
 
 def test_dp_per_row_loss_of_the_trainer_is_fused(tiny_args):
     """The per-row losses DP-SGD clips (``distillation_step_loss(per_row=True)``) come from the fused path."""
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.trainer import DistillationTrainer
 
     trainer = DistillationTrainer(args=tiny_args(dp_enabled=True, dp_noise_multiplier=1.0, packing=False,
                                                  temperature=2.0, alpha_kd=5.0, alpha_lm=2.0))
@@ -267,7 +267,7 @@ def test_dp_per_row_loss_of_the_trainer_is_fused(tiny_args):
 def test_bf16_split_teacher_runs_under_the_same_autocast_as_the_plain_forward(tiny_args):
     """bf16 on CPU: the teacher as body + output layer gives the plain forward's log-probs (both autocast), and
     the fused step the plain step's loss; without the autocast the split teacher would compute in float32."""
-    from distill.trainer import DistillationTrainer
+    from distill.distillation.trainer import DistillationTrainer
 
     trainer = DistillationTrainer(args=tiny_args(bf16=True, temperature=2.0, alpha_kd=1.0, alpha_lm=1.0,
                                                  perturbation="mean"))

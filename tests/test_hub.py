@@ -14,11 +14,11 @@ from huggingface_hub.utils import filter_repo_objects
 
 from conftest import REPO
 from distill.cli import main as cli_main
-from distill.config import DistillationConfig
+from distill.distillation.config import DistillationConfig
 from distill.errors import DistillError
 from distill.hub import push as push_mod
 from distill.hub.card import GENERATED_MARKER, write_model_card
-from distill.train import run_training
+from distill.distillation.train import run_training
 
 REPO_ID = "me/tiny-student"
 TOKEN = "hf_secret_test_token"

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import cosine_loss, distillation_loss, kd_loss, lm_loss, teacher_log_probs
+from distill.distillation.losses import cosine_loss, distillation_loss, kd_loss, lm_loss, teacher_log_probs
 
 
 def _hand_kl(p, q):

@@ -1,4 +1,4 @@
-"""Start-up checks of the accelerate engine (distill.parallel) and the import direction of distill.privacy."""
+"""Start-up checks of the accelerate engine (distill.distillation.parallel) and the import direction of distill.privacy."""
 
 import ast
 import json
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from distill.errors import ConfigError
-from distill.parallel import check_parallel_engine, parallel_engine
+from distill.distillation.parallel import check_parallel_engine, parallel_engine
 
 ACCELERATE_ENV = ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_DEEPSPEED_ZERO_STAGE",
                   "ACCELERATE_DEEPSPEED_CONFIG_FILE")
@@ -59,7 +59,7 @@ def test_deepspeed_zero3_refused_zero2_allowed_without_dp(tmp_path, monkeypatch)
 
 
 def test_trainer_refuses_fsdp_before_loading_data(tiny_args):
-    from distill.train import build_trainer
+    from distill.distillation.train import build_trainer
 
     args = tiny_args(dp_enabled=True, packing=False, dp_noise_multiplier=1.0, validation_split_percentage=0,
                      fsdp=True)
@@ -68,7 +68,7 @@ def test_trainer_refuses_fsdp_before_loading_data(tiny_args):
 
 
 def test_privacy_package_imports_nothing_of_the_trainer():
-    """No module under distill/privacy/ imports distill.trainer or distill.train (absolute or relative), and the
+    """No module under distill/privacy/ imports distill.distillation.trainer or distill.distillation.train (absolute or relative), and the
     package imports with both blocked; opacus' per-sample-gradient modes load only when dp_mode asks for them."""
     root = pathlib.Path(__file__).resolve().parents[1] / "distill" / "privacy"
     bad = []
@@ -85,7 +85,7 @@ def test_privacy_package_imports_nothing_of_the_trainer():
             bad += [f"{path.name}: {n}" for n in names if n.split(".")[:2] in (["distill", "trainer"],
                                                                                ["distill", "train"])]
     assert not bad, bad
-    code = ("import sys; sys.modules['distill.trainer'] = None; sys.modules['distill.train'] = None\n"
+    code = ("import sys; sys.modules['distill.distillation.trainer'] = None; sys.modules['distill.distillation.train'] = None\n"
             "import distill.privacy, distill.privacy.engine, distill.privacy.audit\n"
             "assert 'distill.privacy.opacus_modes' not in sys.modules, 'opacus modes imported eagerly'\n"
             "print('ok')")

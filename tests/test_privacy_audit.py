@@ -70,7 +70,7 @@ def test_canary_format_and_candidates():
 
 
 def _run(tiny_args, texts, out, dp: bool):
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     kw = dict(output_dir=str(out), packing=False, canary_repeats=16, canary_seed=7, validation_split_percentage=0,
               max_steps=30, per_device_train_batch_size=8, learning_rate=8e-3, alpha_kd=0.5, alpha_lm=1.0,
@@ -83,9 +83,9 @@ def _run(tiny_args, texts, out, dp: bool):
 def test_dp_lowers_exposure_and_membership_inference(tiny_args, tmp_path, gpt2_tok, tiny_teacher_dir):
     """Canary inserted 16x, 32 member records, 30 steps: without DP the model memorises; with DP (σ=1) it does not.
     Both attacks (loss threshold, teacher-calibrated), exposure and extraction."""
-    from distill.models import load_causal_lm
+    from distill.model_loading import load_causal_lm
 
-    from distill.data import builtin_texts
+    from distill.distillation.data import builtin_texts
 
     unique = list(dict.fromkeys(builtin_texts("tiny")))
     members, non_members = unique[:32], unique[100:132]

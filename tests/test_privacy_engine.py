@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from distill.errors import ConfigError
 from distill.privacy.accounting import compute_epsilon
 from distill.privacy.noise import privatize
-from distill.train import build_trainer, run_training
+from distill.distillation.train import build_trainer, run_training
 
 DP = dict(dp_enabled=True, packing=False, dp_noise_multiplier=1.0, dp_max_grad_norm=1.0, validation_split_percentage=0)
 
@@ -113,7 +113,7 @@ def test_record_sampler_keeps_records_together_and_shards_processes():
 
 
 def test_prepare_datasets_adds_record_ids_and_canaries(tiny_args, gpt2_tok):
-    from distill.data import prepare_datasets
+    from distill.distillation.data import prepare_datasets
     from distill.privacy.canary import make_canary
 
     args = tiny_args(packing=False, canary_repeats=5, canary_seed=11, validation_split_percentage=0,

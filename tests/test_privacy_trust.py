@@ -41,7 +41,7 @@ def test_noise_and_sample_are_secret_by_default_and_reproducible_on_request():
 
 
 def _trained_block(tiny_args, out, **kw):
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     trainer = run_training(tiny_args(**DP, output_dir=str(out), max_steps=2, seed=42, **kw))
     return trainer.model.transformer.h[0].mlp.c_fc.weight.detach().clone()
@@ -80,7 +80,7 @@ def test_default_delta_is_well_below_one_over_n():
 
 
 def test_large_delta_is_refused_before_training(tiny_args, tmp_path):
-    from distill.train import build_trainer
+    from distill.distillation.train import build_trainer
 
     trainer = build_trainer(tiny_args(**DP, dp_delta=0.05, output_dir=str(tmp_path / "x")))
     with pytest.raises(ConfigError, match="dp_delta=0.05 is not below 1/N"):
@@ -115,7 +115,7 @@ def test_calibration_is_tight():
 
 
 def test_privacy_json_is_strict_json_with_zero_noise(tiny_args, tmp_path):
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     run_training(tiny_args(**{**DP, "dp_noise_multiplier": 0.0}, output_dir=str(tmp_path / "z"), max_steps=2))
     text = (tmp_path / "z" / "privacy.json").read_text()
@@ -126,7 +126,7 @@ def test_privacy_json_is_strict_json_with_zero_noise(tiny_args, tmp_path):
 
 
 def test_shuffled_batches_claim_no_amplification(tiny_args, tmp_path):
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     assert accounted_sample_rate(0.1, True) == 0.1 and accounted_sample_rate(0.1, False) == 1.0
     trainer = run_training(tiny_args(**DP, dp_poisson_sampling=False, output_dir=str(tmp_path / "s"), max_steps=2))
@@ -138,7 +138,7 @@ def test_shuffled_batches_claim_no_amplification(tiny_args, tmp_path):
 
 
 def test_student_checkpoint_not_from_the_teacher_is_disclosed(tiny_args, tmp_path, tiny_teacher_dir):
-    from distill.train import run_training
+    from distill.distillation.train import run_training
 
     first = tmp_path / "first"
     run_training(tiny_args(output_dir=str(first), max_steps=1, validation_split_percentage=0))

@@ -3,7 +3,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.errors import ConfigError, IncompatibleModelsError
-from distill.student import build_student, check_compatible, default_layer_selection
+from distill.distillation.student import build_student, check_compatible, default_layer_selection
 
 
 def _gpt2(n_layer=12, vocab=97, n_embd=16):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from distill.errors import ConfigError
-from distill.losses import SparseTarget
-from distill.teacher_cache import CACHE_ROW, TeacherCache, build_teacher_cache, shard_path
-from distill.train import build_trainer, run_training
-from distill.trainer import DistillationTrainer
+from distill.distillation.losses import SparseTarget
+from distill.distillation.teacher_cache import CACHE_ROW, TeacherCache, build_teacher_cache, shard_path
+from distill.distillation.train import build_trainer, run_training
+from distill.distillation.trainer import DistillationTrainer
 
 V = 50257  # the tiny teacher has GPT-2's vocabulary
 
@@ -29,7 +29,7 @@ def _args(tiny_args, **kw):
 
 
 def _online(tmp_path_factory, teacher_dir, **kw):
-    from distill.config import DistillationConfig
+    from distill.distillation.config import DistillationConfig
 
     args = DistillationConfig(output_dir=str(tmp_path_factory.mktemp("online")), teacher_model_name_or_path=teacher_dir,
                               student_num_layers=2, dataset_name="builtin:tiny", learning_rate=1e-3, report_to="none",

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from distill.data import DistillationCollator
-from distill.train import build_trainer, run_training
+from distill.distillation.data import DistillationCollator
+from distill.distillation.train import build_trainer, run_training
 
 
 def _digest(model):

@@ -47,11 +47,11 @@ def add_arguments(parser) -> None:
 
 
 def _read_texts(path: str, column: str, limit: int | None) -> list[str]:
-    from ..data import load_raw_datasets
+    from ..distillation.data import load_raw_datasets
     from ..errors import ConfigError
 
     if path.endswith((".txt", ".text")):
-        from ..data import read_text
+        from ..distillation.data import read_text
 
         texts = [line for line in read_text(path).splitlines() if line.strip()]
     else:
@@ -81,7 +81,7 @@ def run(args, extra) -> int:
     import os
 
     from ..errors import ConfigError
-    from ..models import load_causal_lm, load_tokenizer
+    from ..model_loading import load_causal_lm, load_tokenizer
     from ..outputs import check_output_file
     from ..privacy.audit import canary_exposure, exposure_dict, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary

@@ -27,10 +27,10 @@ def add_arguments(parser) -> None:
 def run(args, extra: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ..config import load_config, read_yaml
+    from ..distillation.config import load_config, read_yaml
     from ..errors import ConfigError
-    from ..teacher_cache import DEFAULT_TOP_K, build_teacher_cache
-    from ..train import build_trainer
+    from ..distillation.teacher_cache import DEFAULT_TOP_K, build_teacher_cache
+    from ..distillation.train import build_trainer
 
     hf_logging.set_verbosity_warning()
     cache_dir = args.output_dir

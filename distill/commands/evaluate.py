@@ -77,7 +77,7 @@ def run(args, extra) -> int:
     from ..fairness.prompts import builtin_prompts, load_prompts
     from ..fairness.report import format_suite_details, format_suite_table, plot_suite
     from ..fairness.suite import evaluate_suite
-    from ..models import load_causal_lm, load_tokenizer
+    from ..model_loading import load_causal_lm, load_tokenizer
     from ..outputs import COMPARISON_FILES, check_report_dir, remove_files
     from ..runtime import resolve_device
 

@@ -4,7 +4,7 @@ The YAML is a `distill train` config (the local step every selected device runs)
 (:class:`~distill.federated.config.FederatedConfig`). Flags override either: ``--num_rounds 5`` sets a federated
 key, ``--learning_rate 1e-3`` a training key. This module provides the local-training callable
 (:class:`LocalDistillation`, which runs :class:`~distill.DistillationTrainer` through
-:func:`distill.train.build_trainer`) and injects it into the Flower apps of :mod:`distill.federated`.
+:func:`distill.distillation.train.build_trainer`) and injects it into the Flower apps of :mod:`distill.federated`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ class LocalDistillation:
         self.local_steps, self.trainable = local_steps, list(trainable)
 
     def _models(self, args):
-        from ..models import load_causal_lm
-        from ..student import build_student
+        from ..model_loading import load_causal_lm
+        from ..distillation.student import build_student
 
         key = (args.teacher_model_name_or_path, args.student_model_name_or_path, args.student_num_layers,
                tuple(args.student_layers or ()))
@@ -67,8 +67,8 @@ class LocalDistillation:
         return _MODELS[key]
 
     def __call__(self, state, texts, server_round, device):
-        from ..config import DistillationConfig
-        from ..train import build_trainer
+        from ..distillation.config import DistillationConfig
+        from ..distillation.train import build_trainer
 
         with tempfile.TemporaryDirectory(prefix="fl-device-") as tmp:
             args = DistillationConfig(**{
@@ -129,7 +129,7 @@ def load_configs(config_path: str, extra: list[str], compare: bool = False):
     ``compare``, the setting is the comparison's business: ``storage`` is accepted with any setting)."""
     import yaml
 
-    from ..config import load_config
+    from ..distillation.config import load_config
     from ..errors import ConfigError
     from ..federated.config import SECTION, FederatedConfig
 
@@ -175,8 +175,8 @@ def run_one(args, fl, name=None, texts=None) -> dict:
     import torch
 
     from ..federated.simulation import run_federated, trainable_names
-    from ..models import load_causal_lm, resolve_builtin
-    from ..student import build_student
+    from ..model_loading import load_causal_lm, resolve_builtin
+    from ..distillation.student import build_student
 
     resolve_builtin(args.teacher_model_name_or_path)  # create a builtin teacher once, before the workers start
     if args.student_model_name_or_path:
@@ -253,8 +253,8 @@ def _deployed_client(context):
     if "client" not in _DEPLOYED:
         from ..federated.app import DeviceRecords, make_client_app
         from ..federated.simulation import trainable_names
-        from ..models import load_causal_lm
-        from ..student import build_student
+        from ..model_loading import load_causal_lm
+        from ..distillation.student import build_student
 
         args, fl = _deployed_configs(context)
         probe = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=args.student_num_layers,

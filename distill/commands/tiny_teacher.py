@@ -7,7 +7,7 @@ HELP = "Create and train a tiny GPT-2 teacher offline (GPT-2's real tokenizer, a
 
 
 def add_arguments(parser) -> None:
-    from ..tiny import TinyTeacherSpec
+    from ..builtin.tiny_models import TinyTeacherSpec
 
     d = TinyTeacherSpec()
     parser.add_argument("--output_dir", required=True, help="Where to save the teacher (must be new or empty).")
@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 
 def run(args, extra) -> int:
     from ..outputs import check_output_dir
-    from ..tiny import TinyTeacherSpec, train_tiny_teacher
+    from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 
     check_output_dir(args.output_dir, "output_dir", empty=True)
     spec = TinyTeacherSpec(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, steps=args.steps,

@@ -15,8 +15,8 @@ def add_arguments(parser) -> None:
 def run(args, extra: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ..config import format_train_help, load_config
-    from ..train import run_training
+    from ..distillation.config import format_train_help, load_config
+    from ..distillation.train import run_training
 
     if args.help:
         print(format_train_help())

@@ -19,7 +19,7 @@ import numpy as np
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ..config import CDA_MODES
+from ..distillation.config import CDA_MODES
 from ..errors import ConfigError
 from .lexicon import lexicon_from_config
 from .swap import GenderSwapper
@@ -62,7 +62,7 @@ def apply_cda(dataset: Dataset, swapper: GenderSwapper, *, mode: str, prob: floa
 
 
 def apply_cda_from_config(dataset: Dataset, args) -> Dataset:
-    """CDA of a training split with the ``cda*`` keys of a :class:`~distill.config.DistillationConfig`."""
+    """CDA of a training split with the ``cda*`` keys of a :class:`~distill.distillation.config.DistillationConfig`."""
     if args.cda == "none":
         return dataset
     swapper = GenderSwapper(lexicon_from_config(args))

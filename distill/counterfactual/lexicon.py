@@ -146,5 +146,5 @@ def load_lexicon(names: bool = False, pairs_file: str | None = None,
 
 
 def lexicon_from_config(args) -> GenderLexicon:
-    """The lexicon of a :class:`~distill.config.DistillationConfig` (``cda_names``, ``cda_pairs_file``)."""
+    """The lexicon of a :class:`~distill.distillation.config.DistillationConfig` (``cda_names``, ``cda_pairs_file``)."""
     return load_lexicon(names=bool(args.cda_names), pairs_file=args.cda_pairs_file)

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from ..config import PERTURBATION_MODES
+from ..distillation.config import PERTURBATION_MODES
 
 
 def reverse_roles(logprobs: torch.Tensor, perm: torch.LongTensor) -> torch.Tensor:

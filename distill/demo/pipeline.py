@@ -1,9 +1,9 @@
 """`distill demo`: bias mitigation end to end, offline, on a teacher with a planted gender bias.
 
 1. Generate a corpus in which each occupation co-occurs with one gender at a known skew
-   (:mod:`distill.demo.corpus`), with GPT-2's real tokenizer.
+   (:mod:`distill.builtin.corpus`), with GPT-2's real tokenizer.
 2. Train a small GPT-2 teacher on it: it learns the planted bias.
-3. Distil three students with the same budget through the public API (:func:`distill.train.run_training`):
+3. Distil three students with the same budget through the public API (:func:`distill.distillation.train.run_training`):
    ``kd`` (plain), ``crr`` (counterfactual data augmentation + teacher-prediction perturbation) and
    ``crr_dp`` (CRR + DP-SGD at a stated epsilon).
 4. Evaluate all four with :mod:`distill.fairness` on held-out prompts (generation metrics), CEAT on the
@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..config import DistillationConfig
+from ..distillation.config import DistillationConfig
 from ..errors import ConfigError
-from ..tiny import TinyTeacherSpec, train_tiny_teacher
-from .corpus import CorpusSpec, generate_corpus, planted_gender
-from .vocab import restricted_gpt2_tokenizer
+from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
+from ..builtin.corpus import CorpusSpec, generate_corpus, planted_gender
+from ..builtin.vocab import restricted_gpt2_tokenizer
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
 #: The demo's occupations: eight with a female and eight with a male real-world majority.
@@ -125,8 +125,8 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     from ..fairness.suite import evaluate_suite
     from ..fairness.report import write_report
     from ..hub import write_model_card
-    from ..models import load_causal_lm
-    from ..train import run_training
+    from ..model_loading import load_causal_lm
+    from ..distillation.train import run_training
 
     _check_out_dir(out)
     spec = DemoSpec.quick(seed) if quick else DemoSpec(seed=seed)

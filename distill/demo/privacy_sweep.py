@@ -3,7 +3,7 @@
 The same student (the demo's, :mod:`distill.demo.pipeline`) is distilled from the same *public* teacher on the
 same *private* corpus at each ε of the list (``inf`` = DP-SGD with clipping but no noise, so only the noise
 differs between points), with and without counterfactual role reversal (CRR), through the normal training entry
-point (:func:`distill.train.run_training`). Each student is then measured on:
+point (:func:`distill.distillation.train.run_training`). Each student is then measured on:
 
 * utility — held-out perplexity;
 * privacy in practice — membership inference on members (private records) vs non-members (held-out records of
@@ -26,8 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
-from ..tiny import TinyTeacherSpec, train_tiny_teacher
-from .corpus import CorpusSpec, generate_corpus
+from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
+from ..builtin.corpus import CorpusSpec, generate_corpus
 from .pipeline import DEMO_OCCUPATIONS, DemoSpec, demo_tokenizer, heldout_perplexity, student_config
 
 CANARY_SEED = 20261126
@@ -69,11 +69,11 @@ def _label(eps: float) -> str:
 def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None) -> dict:
     from ..fairness.evaluator import evaluate_disparity
     from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
-    from ..models import load_causal_lm
+    from ..model_loading import load_causal_lm
     from ..outputs import check_output_dir
     from ..privacy.audit import canary_exposure, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary
-    from ..train import run_training
+    from ..distillation.train import run_training
 
     check_output_dir(out, "out", empty=True)  # before any work
     epsilons = epsilons or [1.0, 4.0, 8.0, math.inf]

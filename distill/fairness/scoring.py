@@ -164,7 +164,7 @@ def span_embeddings(model, tokenizer, pieces: Sequence[tuple[str, str, str]], la
 def resolve_model_and_tokenizer(model, tokenizer=None, device=None):
     """``(model, tokenizer)`` from loaded objects or names/paths (safetensors only, no remote code), for the
     ``evaluate`` measurement modules."""
-    from ..models import load_causal_lm, load_tokenizer
+    from ..model_loading import load_causal_lm, load_tokenizer
 
     if model is None:
         raise DistillError("Pass model= (a causal LM, a local directory or a Hub name) to compute this measurement.")

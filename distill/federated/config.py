@@ -1,6 +1,6 @@
 """`FederatedConfig`: the federated keys of a run (the ``federated:`` section of a YAML config).
 
-The rest of the YAML is an ordinary :class:`~distill.config.DistillationConfig`: it describes the *local* step
+The rest of the YAML is an ordinary :class:`~distill.distillation.config.DistillationConfig`: it describes the *local* step
 every selected device runs (teacher, student, loss, CDA/perturbation, optional local DP-SGD, batch size, learning
 rate). ``max_steps`` is replaced by ``local_steps`` on the devices.
 """

@@ -1,9 +1,9 @@
 """Run a federated distillation in Flower's simulation engine and write its outputs.
 
-:func:`run_federated` builds, from a :class:`~distill.config.DistillationConfig` (the local step) and a
+:func:`run_federated` builds, from a :class:`~distill.distillation.config.DistillationConfig` (the local step) and a
 :class:`~distill.federated.config.FederatedConfig`:
 
-* the public teacher and the initial global student (teacher blocks copied, :func:`distill.student.build_student`),
+* the public teacher and the initial global student (teacher blocks copied, :func:`distill.distillation.student.build_student`),
 * the training records split over N devices (:class:`~distill.federated.devices.DeviceData`) and the server's
   held-out records (the config's validation split),
 * the ServerApp / ClientApp pair of :mod:`distill.federated.app`, with the injected ``local_train``,
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..config import DistillationConfig
+from ..distillation.config import DistillationConfig
 from ..errors import ConfigError
 from .app import DeviceRecords, LocalTrain, make_client_app, make_server_app
 from .config import FederatedConfig
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def load_corpus(args: DistillationConfig, texts: list[str] | None = None) -> tuple[list[str], list[str]]:
     """``(training records, held-out records)`` of the config's data source (validation split as held-out)."""
-    from ..data import load_raw_datasets
+    from ..distillation.data import load_raw_datasets
 
     raw = load_raw_datasets(
         None if texts is not None else args.dataset_name, dataset_config_name=args.dataset_config_name,
@@ -97,8 +97,8 @@ class FederatedRun:
     def __init__(self, args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
                  texts: list[str] | None = None, name: str | None = None,
                  print_fn: Callable[[str], None] = print):
-        from ..models import load_causal_lm, load_tokenizer, resolve_builtin
-        from ..student import build_student
+        from ..model_loading import load_causal_lm, load_tokenizer, resolve_builtin
+        from ..distillation.student import build_student
         from .evaluation import GlobalEvaluator
 
         check_output_dir(args.output_dir, args.overwrite_output_dir)

@@ -23,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import DistillError, UnsafeWeightsError
-from ..models import check_safe_weights
+from ..model_loading import check_safe_weights
 from .card import CARD_FILENAME, build_model_card, write_model_card
 
 try:  # the HTTP client's base error (connection refused, timeouts, ...)
@@ -165,7 +165,7 @@ def publish_run(args, *, push: bool | None = None, commit_message: str | None = 
                 token: str | None = None, revision: str | None = None, private: bool | None = None):
     """After training: write the model card of ``args.output_dir``, then push it when ``push_to_hub`` is set.
 
-    The Trainer's own Hub pushes are disabled in :class:`~distill.trainer.DistillationTrainer`; this is the one
+    The Trainer's own Hub pushes are disabled in :class:`~distill.distillation.trainer.DistillationTrainer`; this is the one
     place where a training run is uploaded, so the upload always carries the card and the reports.
     """
     write_model_card(args.output_dir, repo_id=args.hub_model_id)

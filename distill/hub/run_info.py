@@ -77,7 +77,7 @@ def is_hub_id(name: str | None) -> bool:
 
 def training_config(model_dir: str) -> dict[str, Any]:
     """The run's config: ``distill_config.yaml`` (non-default keys) completed with the config defaults."""
-    from ..config import DistillationConfig
+    from ..distillation.config import DistillationConfig
 
     raw: dict[str, Any] = {}
     path = os.path.join(model_dir, CONFIG_FILENAME)

@@ -2,7 +2,7 @@
 
 The engine knows the student, its trainable parameters and the DP settings; it does not know the trainer.
 The trainer owns the step and calls the engine around it (:meth:`DistillationTrainer.training_step
-<distill.trainer.DistillationTrainer.training_step>`)::
+<distill.distillation.trainer.DistillationTrainer.training_step>`)::
 
     loader = engine.dataloader(dataset, collate_fn, num_processes=W, process_index=rank)
     for each micro-batch:
@@ -91,7 +91,7 @@ class DPSettings:
 
     @classmethod
     def from_config(cls, args) -> DPSettings:
-        """From a :class:`~distill.config.DistillationConfig` (or anything with the same attribute names)."""
+        """From a :class:`~distill.distillation.config.DistillationConfig` (or anything with the same attribute names)."""
         return cls(max_grad_norm=args.dp_max_grad_norm, noise_multiplier=args.dp_noise_multiplier,
                    target_epsilon=args.dp_target_epsilon, delta=args.dp_delta, accountant=args.dp_accountant,
                    mode=args.dp_mode, poisson_sampling=args.dp_poisson_sampling,

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from distill.config import DistillationConfig
+from distill.distillation.config import DistillationConfig
 from distill.privacy.sampling import RecordBatchSampler
-from distill.train import build_trainer
+from distill.distillation.train import build_trainer
 
 
 def fixed_poisson_draws(self):

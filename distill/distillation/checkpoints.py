@@ -26,7 +26,7 @@ import re
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .errors import ConfigError, option_hint
+from ..errors import ConfigError, option_hint
 
 logger = logging.getLogger(__name__)
 

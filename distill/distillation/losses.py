@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .divergences import divergence
+from ..divergences import divergence
 
 #: Log-mass the student's tail bucket never goes below (float32 cannot resolve 1 − Σ Q[i_j] under ~1e-6).
 _LOG_TAIL_FLOOR = -1e-6

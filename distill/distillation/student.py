@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .errors import ConfigError, IncompatibleModelsError
+from ..errors import ConfigError, IncompatibleModelsError
 
 
 def default_layer_selection(teacher_layers: int, student_layers: int) -> list[int]:

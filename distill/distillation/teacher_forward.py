@@ -9,7 +9,7 @@ batch (``torch.cat``) so the teacher runs once.
 
 A swapped row of x̃ shares its prefix with x up to its first swapped token, so there the teacher's outputs on
 x̃ *are* P. When the teacher splits into a body and an output layer
-(:func:`distill.teacher_head.split_output_layer`), the vocabulary-wide work on x̃ (output layer, log-softmax,
+(:func:`distill.distillation.teacher_head.split_output_layer`), the vocabulary-wide work on x̃ (output layer, log-softmax,
 mixing) is done only from each row's first swapped position on, and the temperature divides the hidden states
 instead of the logits (``mean`` and ``interpolate``; ``max`` renormalises whole rows and takes the full path).
 """
@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..losses import teacher_log_probs
-from ..teacher_head import output_log_probs
-from .perturbation import mixes_in_place, perturb_swapped_rows, perturb_swapped_segments
-from .token_pairs import TokenSwapper
+from .losses import teacher_log_probs
+from .teacher_head import output_log_probs
+from ..counterfactual.perturbation import mixes_in_place, perturb_swapped_rows, perturb_swapped_segments
+from ..counterfactual.token_pairs import TokenSwapper
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def role_reversed_teacher_targets(teacher, model_inputs: dict[str, torch.Tensor]
     """Perturbed, temperature-softened teacher log-probs ``[B, T, V]``, the teacher's last hidden states on x
     (if asked) and the number of rows whose swapped context x̃ differs from x (run through the teacher).
 
-    ``split``: the teacher's ``(body, output_layer)`` from :func:`~distill.teacher_head.split_output_layer`, to
+    ``split``: the teacher's ``(body, output_layer)`` from :func:`~distill.distillation.teacher_head.split_output_layer`, to
     skip the shared prefix.
     """
     batch_size = model_inputs["input_ids"].size(0)
@@ -81,7 +81,7 @@ def _with_swapped_rows(model_inputs: dict[str, torch.Tensor], swapper: TokenSwap
 def role_reversed_teacher_states(body: nn.Module, model_inputs: dict[str, torch.Tensor], swapper: TokenSwapper, *,
                                  need_hidden: bool = False):
     """The teacher body's final hidden states on x and, where they differ, on x̃: what the fused loss
-    (:class:`distill.fused_loss.Counterfactual`) perturbs its targets with, chunk by chunk.
+    (:class:`distill.distillation.fused_loss.Counterfactual`) perturbs its targets with, chunk by chunk.
 
     Returns ``(states, cf_states, slot, hidden, n_swapped)``: ``states`` ``[B, T, H]`` on x; ``cf_states``
     ``[M, H]`` on x̃ at each swapped row's positions from its first swapped token on; ``slot`` ``[B·T]`` the row

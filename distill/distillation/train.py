@@ -10,11 +10,11 @@ from .checkpoints import (CheckpointCompleteCallback, check_not_finished, is_com
                           read_trainer_state)
 from .config import DistillationConfig
 from .data import prepare_datasets
-from .errors import ConfigError
-from .hub.push import check_can_push, publish_run
-from .models import load_tokenizer, resolve_builtin
-from .outputs import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
-from .outputs import check_output_dir as check_output_path
+from ..errors import ConfigError
+from ..hub.push import check_can_push, publish_run
+from ..model_loading import load_tokenizer, resolve_builtin
+from ..outputs import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
+from ..outputs import check_output_dir as check_output_path
 from .parallel import check_parallel_engine
 
 logger = logging.getLogger(__name__)
@@ -59,12 +59,12 @@ def resolve_resume(args: DistillationConfig) -> str | None:
 
 def save_student(trainer, args: DistillationConfig) -> None:
     """Write the student, tokenizer and ``distill_config.yaml`` to ``args.output_dir`` (main process only,
-    atomically): :meth:`DistillationTrainer.save_student <distill.trainer.DistillationTrainer.save_student>`."""
+    atomically): :meth:`DistillationTrainer.save_student <distill.distillation.trainer.DistillationTrainer.save_student>`."""
     trainer.save_student(args.output_dir)
 
 
 def build_trainer(args: DistillationConfig, texts: list[str] | None = None, callbacks=None, **trainer_kwargs):
-    """Teacher, student, tokenizer, datasets and a ready :class:`~distill.trainer.DistillationTrainer`."""
+    """Teacher, student, tokenizer, datasets and a ready :class:`~distill.distillation.trainer.DistillationTrainer`."""
     from .trainer import DistillationTrainer
 
     check_parallel_engine(args)  # refuse an unsupported accelerate engine before preparing any data
@@ -80,7 +80,7 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
     trainer = DistillationTrainer(args=args, processing_class=tokenizer,
                                   train_dataset=train_ds, eval_dataset=eval_ds, callbacks=callbacks, **trainer_kwargs)
     if args.fairness_enabled:
-        from .fairness.callback import FairnessCallback
+        from ..fairness.callback import FairnessCallback
 
         trainer.add_callback(FairnessCallback.from_trainer(trainer))
     trainer.add_callback(CheckpointCompleteCallback())  # last: marks a checkpoint whole after every other save
@@ -100,7 +100,7 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
         metrics.update(trainer.evaluate())
     save_student(trainer, args)
     if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
-        from .fairness.callback import write_final_report  # evaluates its share; the main one writes
+        from ..fairness.callback import write_final_report  # evaluates its share; the main one writes
 
         write_final_report(trainer, args.output_dir)
     if trainer.is_world_process_zero():

@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DDP_HINT = ("use DDP instead: `accelerate launch --multi_gpu --num_processes N -m distill train ...` "
             "(or an accelerate config with distributed_type: MULTI_GPU)")

@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from .divergences import KD_LOSSES
-from .errors import ConfigError
+from ..divergences import KD_LOSSES
+from ..errors import ConfigError
 
 #: YAML sections that are flattened into ``{section}_{key}`` fields.
 SECTIONS = ("dp", "fairness")
@@ -92,7 +92,7 @@ class DistillationConfig(TrainingArguments):
                   "CPU, ~256 MiB on GPU), a number, or 'off' for the plain loss on full logits."},
     )
 
-    # ---- KD divergence and teacher cache (distill.divergences, distill.teacher_cache) ----------------
+    # ---- KD divergence and teacher cache (distill.divergences, distill.distillation.teacher_cache) ----------------
     kd_loss: str = field(
         default="forward_kl",
         metadata={"help": f"Divergence D of the KD term T^2 * D(teacher || student), one of {KD_LOSSES}."},
@@ -301,7 +301,7 @@ class DistillationConfig(TrainingArguments):
                               "alpha_cos must be 0 when training from a cache: set alpha_cos: 0.")
 
     def kd_kwargs(self) -> dict[str, Any]:
-        """The KD divergence keys of :func:`distill.losses.distillation_loss`."""
+        """The KD divergence keys of :func:`distill.distillation.losses.distillation_loss`."""
         return {"kd_loss": self.kd_loss, "kd_beta": self.kd_beta, "kd_skew_alpha": self.kd_skew_alpha}
 
     # ---- (de)serialisation ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Teacher cache: run the teacher once, train students many times from its stored top-k targets.
 
 ``distill cache-teacher --config X --output_dir CACHE`` (:func:`build_teacher_cache`) runs the teacher over the
-training rows exactly as training prepares them (:func:`distill.train.build_trainer`: the same loading, CDA,
+training rows exactly as training prepares them (:func:`distill.distillation.train.build_trainer`: the same loading, CDA,
 packing, record ids and collator) and through the trainer's own
-:meth:`~distill.trainer.DistillationTrainer.teacher_targets` (temperature, split output layer, counterfactual
+:meth:`~distill.distillation.trainer.DistillationTrainer.teacher_targets` (temperature, split output layer, counterfactual
 perturbation), so the cache cannot drift from what an online run would compute. Per position it stores
 
     ids       the k largest entries of P_target = softmax(z_T / T) (perturbed under CRR), uint16 when V ≤ 65536
@@ -13,7 +13,7 @@ perturbation), so the cache cannot drift from what an online run would compute. 
 
 so k = 64 takes 64·2 + 64·2 + 2 = 258 bytes a token with GPT-2's vocabulary (386 with int32 ids), plus Arrow's
 list offsets. Training with ``teacher_cache: CACHE`` runs no teacher forward: the KD term compares the student
-with this sparse target (:class:`distill.losses.SparseTarget`; top-k + one tail bucket).
+with this sparse target (:class:`distill.distillation.losses.SparseTarget`; top-k + one tail bucket).
 
 Layout of CACHE: ``manifest.json`` (fingerprints of the teacher, tokenizer, data and perturbation; T, k, dtypes,
 rows, tokens, shards) and ``shards/shard-NNNNN.arrow``, Arrow files written by ``datasets``' ``ArrowWriter``
@@ -46,7 +46,7 @@ import torch
 from datasets import Dataset, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
 
-from .errors import ConfigError, DistillError
+from ..errors import ConfigError, DistillError
 from .losses import SparseTarget
 
 logger = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def build_teacher_cache(trainer, output_dir: str, *, top_k: int = DEFAULT_TOP_K,
                         ) -> CacheManifest:
     """Write (or finish) a teacher cache of ``trainer``'s training rows into ``output_dir``; see the module doc.
 
-    ``trainer`` is a :class:`~distill.trainer.DistillationTrainer` built for the config to cache (without
+    ``trainer`` is a :class:`~distill.distillation.trainer.DistillationTrainer` built for the config to cache (without
     ``teacher_cache``). Every process calls this; each builds its share of the shards.
     """
     from tqdm.auto import tqdm

@@ -2,14 +2,14 @@
 
 The student's and the teacher's final hidden states ``h_S`` ``[B, T, H_S]`` and ``h_T`` ``[B, T, H_T]`` go in,
 with both output layers (``z = W h + b``). For a chunk of ``n`` positions the loss of
-:func:`distill.losses.distillation_loss` is computed in full:
+:func:`distill.distillation.losses.distillation_loss` is computed in full:
 
 * the teacher's target ``P`` = ``log softmax(z_T / T)`` from its hidden states, perturbed under counterfactual
   role reversal with the teacher's hidden states on x̃ at the chunk's positions (``P̃`` = ``R(p_T(·|x̃))``;
   positions of x̃ that share x's prefix, and rows without a gendered token, use ``R(P)``: see
-  :mod:`distill.counterfactual.teacher_forward`);
+  :mod:`distill.distillation.teacher_forward`);
 * per position ``ℓ_t = w_kd,t · D(P_t ‖ p_S,t) + w_ce,t · CE_t`` with the student's logits of the chunk, ``D``
-  from :func:`distill.losses.kd_terms` (``T²·KL`` by default; its keyword arguments are passed through);
+  from :func:`distill.distillation.losses.kd_terms` (``T²·KL`` by default; its keyword arguments are passed through);
 * ``w`` folds in ``α`` and the mean over counted positions: ``α / #counted`` of the batch, or of the row when
   the loss is per row (DP-SGD), and 0 where the position does not count (such positions are skipped).
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .counterfactual.perturbation import perturb_positions
+from ..counterfactual.perturbation import perturb_positions
 from .losses import SparseTarget, _masked_mean, _row_mean, cosine_terms, kd_terms
 from .teacher_head import output_log_probs
 
@@ -90,7 +90,7 @@ class TeacherSide:
 
 @dataclass
 class CachedTeacherSide:
-    """The teacher's side from a teacher cache (:mod:`distill.teacher_cache`): the stored sparse target (top-k +
+    """The teacher's side from a teacher cache (:mod:`distill.distillation.teacher_cache`): the stored sparse target (top-k +
     tail, perturbation already applied) instead of hidden states and an output layer."""
 
     target: SparseTarget
@@ -251,13 +251,13 @@ def fused_distillation_loss(
     chunk_size: int | None = None,
     **kd_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`distill.losses.distillation_loss` from the final hidden states, through the output layers in chunks.
+    """:func:`distill.distillation.losses.distillation_loss` from the final hidden states, through the output layers in chunks.
 
     ``student_hidden`` ``[B, T, H]`` and ``student_head`` give the student's logits ``student_head(student_hidden)``;
     ``teacher`` (needed when ``alpha_kd > 0``) gives the teacher's targets. ``teacher_hidden`` ``[B, T, H]`` is
     the teacher's last hidden state for the ``alpha_cos`` term (no vocabulary-wide work). ``chunk_size``: positions
-    per chunk (default: :func:`auto_chunk_size`). Extra keyword arguments go to :func:`distill.losses.kd_terms`.
-    Returns the same ``(loss, parts)`` as :func:`~distill.losses.distillation_loss`, including with ``per_row``.
+    per chunk (default: :func:`auto_chunk_size`). Extra keyword arguments go to :func:`distill.distillation.losses.kd_terms`.
+    Returns the same ``(loss, parts)`` as :func:`~distill.distillation.losses.distillation_loss`, including with ``per_row``.
     """
     batch, length = student_hidden.shape[:2]
     weight, bias = student_head.weight, getattr(student_head, "bias", None)
