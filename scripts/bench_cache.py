@@ -114,7 +114,7 @@ def bench_cache_real_shapes(workdir: str, *, batch: int, seq: int, top_k: int = 
     """``cached_kd_vs_kd`` for GPT-2 (12 x 768, 50257) -> 6 layers at ``batch x seq``, random weights."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.model_loading import gpt2_tokenizer
+    from distill.builtin.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)

@@ -66,7 +66,7 @@ def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, teacher_
 
 
 def make_batch(trainer, batch: int, seq: int):
-    from distill.distillation.data import DistillationCollator
+    from distill.text_data import DistillationCollator
 
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(0, 50257, (seq,), generator=g).tolist(), "record_id": i} for i in range(batch)]
@@ -84,7 +84,7 @@ def one_step(trainer, inputs) -> float:
 def make_teacher(path: str) -> str:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from distill.model_loading import gpt2_tokenizer
+    from distill.builtin.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)

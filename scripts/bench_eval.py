@@ -22,7 +22,7 @@ def tiny_model_and_prompts(num_prompts: int):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from distill.fairness.prompts import load_prompts
-    from distill.model_loading import gpt2_tokenizer
+    from distill.builtin.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ def _cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2_tok():
-    from distill.model_loading import gpt2_tokenizer
+    from distill.builtin.tokenizer import gpt2_tokenizer
 
     return gpt2_tokenizer()
 

@@ -7,7 +7,7 @@ import torch
 
 from distill.distillation.teacher_forward import role_reversed_teacher_targets
 from distill.distillation.teacher_head import split_output_layer
-from distill.distillation.data import DistillationCollator
+from distill.text_data import DistillationCollator
 from distill.builtin.corpus import CorpusSpec, generate_corpus
 from distill.distillation.train import build_trainer
 

@@ -3,7 +3,9 @@ import json
 import pytest
 import torch
 
-from distill.distillation.data import DistillationCollator, load_raw_datasets, tokenize_and_pack
+from distill.text_data import load_raw_datasets
+from distill.text_data import tokenize_and_pack
+from distill.text_data import DistillationCollator
 from distill.errors import ConfigError
 
 

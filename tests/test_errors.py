@@ -88,7 +88,7 @@ def test_missing_local_model_path_says_so(tmp_path, capsys, path):
     ("bad.parquet", b"not a parquet file at all", "could not be read as parquet"),
 ])
 def test_bad_train_files(tmp_path, name, content, needle):
-    from distill.distillation.data import load_raw_datasets
+    from distill.text_data import load_raw_datasets
     from distill.errors import ConfigError
 
     path = tmp_path / name

@@ -199,7 +199,7 @@ def test_fused_per_row_loss_clips_like_the_plain_one(clipper_cls, mode="max"):
 
 # ---- in the trainer ------------------------------------------------------------------------------------------------
 def _trainer_batch(trainer):
-    from distill.distillation.data import DistillationCollator
+    from distill.text_data import DistillationCollator
 
     tok = trainer.processing_class
     texts = ["She said that he was a nurse and she was a pilot.", "The doctor asked her to wait.", "It rained."]

@@ -85,7 +85,7 @@ def test_dp_lowers_exposure_and_membership_inference(tiny_args, tmp_path, gpt2_t
     Both attacks (loss threshold, teacher-calibrated), exposure and extraction."""
     from distill.model_loading import load_causal_lm
 
-    from distill.distillation.data import builtin_texts
+    from distill.builtin.corpus import builtin_texts
 
     unique = list(dict.fromkeys(builtin_texts("tiny")))
     members, non_members = unique[:32], unique[100:132]

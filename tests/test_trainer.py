@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from distill.distillation.data import DistillationCollator
+from distill.text_data import DistillationCollator
 from distill.distillation.train import build_trainer, run_training
 
 

@@ -52,8 +52,8 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     from transformers import GPT2Config, GPT2LMHeadModel
     from tqdm.auto import tqdm
 
-    from ..distillation.data import DistillationCollator, load_raw_datasets, tokenize_and_pack
-    from ..model_loading import gpt2_tokenizer
+    from ..text_data import DistillationCollator, load_raw_datasets, tokenize_and_pack
+    from .tokenizer import gpt2_tokenizer
 
     spec = spec or TinyTeacherSpec()
     if os.path.exists(output_dir) and os.listdir(output_dir):

@@ -16,7 +16,7 @@ import os
 
 from transformers import GPT2TokenizerFast
 
-from ..model_loading import gpt2_tokenizer
+from .tokenizer import gpt2_tokenizer
 
 
 def _gpt2_files() -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -19,10 +19,11 @@ import numpy as np
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from ..distillation.config import CDA_MODES
 from ..errors import ConfigError
-from .lexicon import lexicon_from_config
 from .swap import GenderSwapper
+
+#: The counterfactual data augmentation modes (`cda`): none, replace with probability p, or keep both texts.
+CDA_MODES = ("none", "one_sided", "two_sided")
 
 
 def apply_cda(dataset: Dataset, swapper: GenderSwapper, *, mode: str, prob: float = 0.5, seed: int = 0,
@@ -59,12 +60,3 @@ def apply_cda(dataset: Dataset, swapper: GenderSwapper, *, mode: str, prob: floa
 
     return dataset.map(two_sided, batched=True, num_proc=num_proc, new_fingerprint=fingerprint,
                        desc="Counterfactual augmentation (two-sided)")
-
-
-def apply_cda_from_config(dataset: Dataset, args) -> Dataset:
-    """CDA of a training split with the ``cda*`` keys of a :class:`~distill.distillation.config.DistillationConfig`."""
-    if args.cda == "none":
-        return dataset
-    swapper = GenderSwapper(lexicon_from_config(args))
-    return apply_cda(dataset, swapper, mode=args.cda, prob=args.cda_prob, seed=args.seed,
-                     text_column=args.text_column, num_proc=args.preprocessing_num_workers)

@@ -143,8 +143,3 @@ def load_lexicon(names: bool = False, pairs_file: str | None = None,
         words = {w for p in pairs for w in p}
         name_pairs = [p for p in _builtin(NAMES_FILE) if not (set(p) & words)]
     return GenderLexicon(tuple(pairs), tuple(name_pairs))
-
-
-def lexicon_from_config(args) -> GenderLexicon:
-    """The lexicon of a :class:`~distill.distillation.config.DistillationConfig` (``cda_names``, ``cda_pairs_file``)."""
-    return load_lexicon(names=bool(args.cda_names), pairs_file=args.cda_pairs_file)

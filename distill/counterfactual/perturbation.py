@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from ..distillation.config import PERTURBATION_MODES
+#: Teacher-prediction perturbation modes (`perturbation`): none, ½(P + P̃), max(P, P̃) renormalised, (1−λ)P + λP̃.
+PERTURBATION_MODES = ("none", "mean", "max", "interpolate")
 
 
 def reverse_roles(logprobs: torch.Tensor, perm: torch.LongTensor) -> torch.Tensor:

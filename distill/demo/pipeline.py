@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from ..errors import ConfigError
 from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 from ..builtin.corpus import CorpusSpec, generate_corpus, planted_gender
 from ..builtin.vocab import restricted_gpt2_tokenizer
+from ..fairness.scoring import heldout_perplexity
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
 #: The demo's occupations: eight with a female and eight with a male real-world majority.
@@ -62,24 +62,6 @@ class DemoSpec:
                    teacher=TinyTeacherSpec(n_layer=2, n_embd=64, n_head=4, n_positions=64, steps=300, batch_size=32,
                                            block_size=48, learning_rate=8e-3, packing=False),
                    student_steps=80, num_samples=1, max_new_tokens=8, seed=seed)
-
-
-def heldout_perplexity(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
-    """Token-weighted perplexity of ``model`` on ``texts`` (one text a row, right padding)."""
-    model.eval()
-    total_nll, total_tokens = 0.0, 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True)
-            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            keep = mask[:, 1:].float()
-            total_nll += float((nll * keep).sum())
-            total_tokens += int(keep.sum())
-    return math.exp(total_nll / max(total_tokens, 1))
 
 
 def student_config(spec: DemoSpec, out_dir: str, teacher_dir: str, variant: str) -> DistillationConfig:

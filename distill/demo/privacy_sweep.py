@@ -26,9 +26,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
-from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
+from ..builtin.tiny_models import train_tiny_teacher
 from ..builtin.corpus import CorpusSpec, generate_corpus
-from .pipeline import DEMO_OCCUPATIONS, DemoSpec, demo_tokenizer, heldout_perplexity, student_config
+from ..fairness.scoring import heldout_perplexity
+from .pipeline import DEMO_OCCUPATIONS, DemoSpec, demo_tokenizer, student_config
 
 CANARY_SEED = 20261126
 

@@ -19,14 +19,14 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..counterfactual.cda import CDA_MODES
+from ..counterfactual.perturbation import PERTURBATION_MODES
 from ..divergences import KD_LOSSES
 from ..errors import ConfigError
 
 #: YAML sections that are flattened into ``{section}_{key}`` fields.
 SECTIONS = ("dp", "fairness")
 
-CDA_MODES = ("none", "one_sided", "two_sided")
-PERTURBATION_MODES = ("none", "mean", "max", "interpolate")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 DP_ACCOUNTANTS = ("rdp", "prv")
 DP_MODES = ("fast", "hooks", "ghost")

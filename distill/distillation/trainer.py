@@ -39,7 +39,7 @@ from .teacher_forward import role_reversed_teacher_states, role_reversed_teacher
 from .data import DistillationCollator
 from ..errors import ConfigError
 from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
-from ..hub.run_info import CONFIG_FILENAME
+from ..outputs import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss, teacher_log_probs
 from ..model_loading import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .parallel import check_parallel_engine
@@ -143,7 +143,7 @@ class DistillationTrainer(Trainer):
         self.token_permutation = None
         if self.args.perturbation == "none":
             return
-        from ..counterfactual.lexicon import lexicon_from_config
+        from ..counterfactual.lexicon import load_lexicon
         from ..counterfactual.token_pairs import TokenSwapper
 
         if self.args.alpha_kd == 0:
@@ -151,7 +151,8 @@ class DistillationTrainer(Trainer):
                            self.args.perturbation)
         teacher = self.accelerator.unwrap_model(self.teacher)
         vocab_size = teacher.get_output_embeddings().weight.shape[0]
-        swapper = TokenSwapper.from_tokenizer(self.processing_class, vocab_size, lexicon_from_config(self.args))
+        lexicon = load_lexicon(names=bool(self.args.cda_names), pairs_file=self.args.cda_pairs_file)
+        swapper = TokenSwapper.from_tokenizer(self.processing_class, vocab_size, lexicon)
         if swapper.num_pairs == 0:
             raise ConfigError("perturbation needs gendered word pairs that are single tokens of the tokenizer, "
                               "and this tokenizer has none: set perturbation: none.")

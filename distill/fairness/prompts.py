@@ -203,7 +203,7 @@ def load_prompts(spec: str = "builtin", max_prompts_per_group: int | None = None
 
 
 def _read_text(path: str) -> str:
-    from ..distillation.data import read_text
+    from ..text_data import read_text
 
     return read_text(path, "Prompt file")
 

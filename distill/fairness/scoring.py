@@ -15,6 +15,7 @@ gather the scores, which no library does for a causal LM's per-span log-likeliho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -105,6 +106,24 @@ def sentence_logprobs(model, tokenizer, sentences: Sequence[str], batch_size: in
     start = start_token_id(tokenizer)
     return score_token_ids(model, [[start]] * len(sentences), _ids(tokenizer, sentences), batch_size, progress,
                            desc)
+
+
+def heldout_perplexity(model, tokenizer, texts: list[str], batch_size: int = 32) -> float:
+    """Token-weighted perplexity of ``model`` on ``texts`` (one text a row, right padding)."""
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True)
+            ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            keep = mask[:, 1:].float()
+            total_nll += float((nll * keep).sum())
+            total_tokens += int(keep.sum())
+    return math.exp(total_nll / max(total_tokens, 1))
 
 
 def resolve_layer(model, layer: int) -> int:

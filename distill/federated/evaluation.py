@@ -1,7 +1,7 @@
 """Server-side evaluation of the global student after every round.
 
 * held-out perplexity: token-weighted, on held-out records the server keeps (never a device's data),
-  :func:`distill.demo.pipeline.heldout_perplexity`;
+  :func:`distill.fairness.scoring.heldout_perplexity`;
 * fairness: :func:`distill.fairness.evaluate_disparity`'s co-occurrence bias on the configured profession
   prompts (one forward pass, no sampling): ``cooccurrence_bias_mean_abs`` = mean over professions of
   |log Σp(female next word) − log Σp(male next word)|, and its signed mean.
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..demo.pipeline import heldout_perplexity
+from ..fairness.scoring import heldout_perplexity
 from ..fairness.evaluator import evaluate_disparity
 from ..fairness.prompts import PromptSet
 
