@@ -289,9 +289,13 @@ def read_yaml_file(path: str) -> dict[str, Any]:
             raw = yaml.safe_load(fh)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "syntax"
-            what = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            raise ConfigError(f"{path}: {where}: {what} (not valid YAML: fix the syntax there).") from None
+            where = f"line {mark.line + 1}" if mark else "syntax"
+            what = (exc.problem or "invalid YAML") + (f" at column {mark.column + 1}" if mark else "")
+            context = ""
+            if exc.context:
+                started = exc.context_mark
+                context = exc.context + (f" started on line {started.line + 1}" if started else "") + "; "
+            raise ConfigError(f"{path}: {where}: {what} ({context}not valid YAML: fix the syntax there).") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}.") from None
     if raw is None:
