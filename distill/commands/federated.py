@@ -35,7 +35,9 @@ _MODELS: dict[tuple, tuple] = {}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", required=True, help="YAML: distill train keys + a federated: section.")
+    parser.add_argument("--config", required=True, action="append",
+                        help="YAML: distill train keys + a federated: section. Give it several times to merge files "
+                             "in order (a later file wins key by key).")
     parser.add_argument("--compare", action="store_true",
                         help="Run uniform/activity selection x static/continual setting; one table and plot.")
 
@@ -96,78 +98,11 @@ class LocalDistillation:
         return out, metrics
 
 
-def split_flags(extra: list[str]) -> tuple[dict, list[str]]:
-    """Federated ``--key value`` flags (parsed as YAML scalars) and the remaining training flags."""
-    import yaml
+def load_configs(config_paths, extra: list[str], compare: bool = False):
+    """``(DistillationConfig, FederatedConfig)`` from the YAML file(s) and the command-line flags."""
+    from ..federated.config import load_federated_config
 
-    from ..errors import ConfigError
-    from ..federated.config import FederatedConfig
-
-    keys = {f.name for f in dataclasses.fields(FederatedConfig)}
-    fed, rest, i = {}, [], 0
-    while i < len(extra):
-        flag = extra[i]
-        name = flag[2:].split("=", 1)[0] if flag.startswith("--") else None
-        if name in keys:
-            if "=" in flag:
-                value = flag.split("=", 1)[1]
-                i += 1
-            elif i + 1 < len(extra):
-                value = extra[i + 1]
-                i += 2
-            else:
-                raise ConfigError(f"--{name} needs a value.")
-            fed[name] = yaml.safe_load(value)
-        else:
-            rest.append(flag)
-            i += 1
-    return fed, rest
-
-
-def load_configs(config_path: str, extra: list[str], compare: bool = False):
-    """``(DistillationConfig, FederatedConfig)`` from the YAML file and the command-line flags (with
-    ``compare``, the setting is the comparison's business: ``storage`` is accepted with any setting)."""
-    import yaml
-
-    from ..distillation.config import load_config
-    from ..errors import ConfigError
-    from ..federated.config import SECTION, FederatedConfig
-
-    try:
-        with open(config_path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"Config file '{config_path}' does not exist. Pass an existing YAML file to --config.") \
-            from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config_path} must hold a mapping of key: value pairs.")
-    fed_raw = raw.pop(SECTION, None) or {}
-    if not isinstance(fed_raw, dict):
-        raise ConfigError(f"{config_path}: '{SECTION}:' must be a section of key: value pairs.")
-    fed_flags, rest = split_flags(extra)
-    fed = {**fed_raw, **fed_flags}
-    if compare:
-        fed["setting"] = "continual"
-    fl = FederatedConfig.from_dict(fed, source=config_path)
-    fd, tmp = tempfile.mkstemp(prefix="distill-fl-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(raw, fh)
-        try:
-            args = load_config(tmp, cli_args=rest)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(tmp, config_path)) from None
-    finally:
-        os.remove(tmp)
-    # Flower's simulation workers may start elsewhere: local paths must be absolute
-    for key in ("teacher_model_name_or_path", "student_model_name_or_path", "tokenizer_name_or_path",
-                "train_file", "validation_file"):
-        value = getattr(args, key)
-        if value and os.path.exists(value):
-            setattr(args, key, os.path.abspath(value))
-    return args, fl
+    return load_federated_config(config_paths, extra, compare=compare)
 
 
 def run_one(args, fl, name=None, texts=None) -> dict:

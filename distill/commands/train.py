@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 def run(args, extra: list[str]) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ..distillation.config import format_train_help, load_config
+    from ..distillation.config import load_config
     from ..distillation.train import run_training
 
     if args.help:
@@ -27,3 +27,22 @@ def run(args, extra: list[str]) -> int:
     if trainer.is_world_process_zero():
         print(f"Saved the student to {config.output_dir}")
     return 0
+
+
+def format_train_help() -> str:
+    """`distill train --help`: fair-distill's own keys first, then every TrainingArguments key."""
+    from ..distillation.config import DistillationConfig, config_field_names, own_field_names
+    from ..distillation.config_loader import format_help
+
+    own = own_field_names()
+    redeclared = set(DistillationConfig.__annotations__) - set(own)
+    rest = [n for n in config_field_names() if n not in own]
+    rest.sort(key=lambda n: n not in redeclared)  # the keys with a declared range first
+    return format_help(
+        DistillationConfig, prog="distill train",
+        usage="distill train --config FILE [--config FILE ...] [--key value ...]",
+        description="Distil a teacher into a student. Keys come from the YAML file(s) given with --config (merged "
+                    "in order, a later file wins) and are overridden by --key value flags (dashes or underscores: "
+                    "--max-steps = --max_steps).",
+        groups=[("fair-distill keys (teacher, student, loss, data, CRR, DP, fairness)", own),
+                ("transformers.TrainingArguments keys", rest)])

@@ -1,57 +1,116 @@
-"""`DistillationConfig`: every knob of a distillation run, loadable from YAML with CLI overrides.
+"""`DistillationConfig`: every knob of a distillation run, in the style of TRL's trainer configs.
 
-The config is one dataclass that extends :class:`transformers.TrainingArguments`, in the style of TRL's
-trainer configs. YAML files may be flat (``temperature: 2.0``) or use sections for the privacy and
-fairness groups (``dp: {enabled: true}`` is the same as ``dp_enabled: true``). Command-line flags
-override YAML keys: ``distill train --config x.yaml --learning_rate 1e-4``.
+One dataclass that extends :class:`transformers.TrainingArguments`. Each field declares its type (``Literal``
+for a choice) and, for a number, its allowed range once in ``metadata["range"]`` (``"[1, inf)"``, ``"(0, 1)"``);
+:func:`~distill.distillation.config_loader.check_fields` checks every field from these declarations in
+``__post_init__``, and the cross-field rules (loss weights, DP, teacher cache) follow. YAML files and
+command-line flags are read by :mod:`distill.distillation.config_loader`; :func:`load_config` binds it here.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
-import math
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
-from ..counterfactual.cda import CDA_MODES
-from ..counterfactual.perturbation import PERTURBATION_MODES
-from ..divergences import KD_LOSSES
 from ..errors import ConfigError
+from . import config_loader
 
-#: YAML sections that are flattened into ``{section}_{key}`` fields.
+#: YAML sections that are flattened into ``{section}_{key}`` fields (``dp: {enabled: true}``).
 SECTIONS = ("dp", "fairness")
 
-TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
-DP_ACCOUNTANTS = ("rdp", "prv")
-DP_MODES = ("fast", "hooks", "ghost")
-CACHE_DTYPES = ("float16", "float32")
+TeacherDtype = Literal["auto", "float32", "bfloat16", "float16"]
+KDLoss = Literal["forward_kl", "reverse_kl", "jsd", "tvd", "skew_forward_kl", "skew_reverse_kl"]
+CacheDtype = Literal["float16", "float32"]
+CdaMode = Literal["none", "one_sided", "two_sided"]
+PerturbationMode = Literal["none", "mean", "max", "interpolate"]
+DPAccountant = Literal["rdp", "prv"]
+DPMode = Literal["fast", "hooks", "ghost"]
+
+TEACHER_DTYPES = get_args(TeacherDtype)
+DP_ACCOUNTANTS = get_args(DPAccountant)
+DP_MODES = get_args(DPMode)
+CACHE_DTYPES = get_args(CacheDtype)
 #: Never written to distill_config.yaml (it is uploaded with the model by `distill push`).
 SECRET_KEYS = ("hub_token",)
 
 
 @dataclass
 class DistillationConfig(TrainingArguments):
-    """Training arguments for :class:`distill.DistillationTrainer`.
+    r"""Training arguments for :class:`distill.DistillationTrainer`: all of :class:`transformers.TrainingArguments`
+    plus the keys below (each field's ``help`` has the details, ``distill train --help`` lists them all).
 
-    On top of all :class:`transformers.TrainingArguments` it holds the teacher/student models, the
-    distillation loss weights, the data source, counterfactual role reversal (CRR), differential
-    privacy (``dp_*``) and fairness evaluation (``fairness_*``).
+    Args:
+        > Models
+        teacher_model_name_or_path, teacher_dtype: the teacher (Hub name, local directory or ``builtin:tiny-gpt2``)
+            and the dtype of its weights.
+        student_model_name_or_path, student_num_layers, student_layers: start from a student checkpoint, or
+            build one from the teacher with that depth / those teacher blocks.
+        tokenizer_name_or_path, trust_remote_code, allow_pickle: tokenizer, and what loading may execute.
+
+        > Distillation loss
+        temperature, alpha_kd, alpha_lm, alpha_cos: ``alpha_kd·T²·D(teacher‖student) + alpha_lm·CE +
+            alpha_cos·(1 − cos)`` at temperature ``T``.
+        loss_chunk_size: positions per chunk of the fused loss (``auto``, a number, or ``off``).
+        kd_loss, kd_beta, kd_skew_alpha: the divergence ``D`` and its parameters.
+        teacher_cache, teacher_cache_top_k, teacher_cache_dtype, teacher_cache_shard_size: train from (or build)
+            a cache of the teacher's top-k log-probabilities.
+
+        > Data
+        dataset_name, dataset_config_name, dataset_split, train_file, validation_file, text_column: the corpus.
+        block_size, validation_split_percentage, packing, max_train_samples, max_eval_samples,
+            preprocessing_num_workers, overwrite_output_dir: how it is cut, held out and packed.
+
+        > Counterfactual role reversal
+        cda, cda_prob, cda_names, cda_pairs_file: counterfactual data augmentation.
+        perturbation, perturbation_lambda: the teacher-prediction perturbation.
+
+        > Differential privacy
+        dp_enabled, dp_target_epsilon, dp_noise_multiplier, dp_delta, dp_allow_large_delta, dp_reproducible,
+            dp_max_grad_norm, dp_accountant, dp_poisson_sampling, dp_mode: DP-SGD of the student.
+        canary_repeats, canary_seed: a secret canary for privacy audits.
+
+        > Fairness evaluation
+        fairness_enabled, fairness_metrics, fairness_prompts, fairness_num_samples, fairness_max_new_tokens,
+            fairness_max_prompts_per_group: metrics logged at each evaluation.
+
+        > Redeclared TrainingArguments keys (same defaults, with a declared range)
+        per_device_train_batch_size, per_device_eval_batch_size, gradient_accumulation_steps, learning_rate,
+            weight_decay, max_grad_norm, num_train_epochs, max_steps (``-1``: train for num_train_epochs).
     """
+
+    # ---- TrainingArguments keys redeclared with their range (defaults unchanged) ---------------------------
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Batch size per device for training.", "range": "[1, inf)"})
+    per_device_eval_batch_size: int = field(
+        default=8, metadata={"help": "Batch size per device for evaluation.", "range": "[1, inf)"})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Batches accumulated into one optimizer step.", "range": "[1, inf)"})
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "Initial learning rate of the optimizer.", "range": "[0, inf)"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "Weight decay coefficient of the optimizer.", "range": "[0, inf)"})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping norm (0 disables clipping; DP-SGD clips per record "
+                               "with dp_max_grad_norm instead).", "range": "[0, inf)"})
+    num_train_epochs: float = field(
+        default=3.0, metadata={"help": "Training epochs (used when max_steps is -1 or 0).", "range": "[0, inf)"})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Optimizer steps to train for; -1 (the default) trains for num_train_epochs "
+                              "instead.", "range": "[-1, inf)",
+                              "range_hint": "-1 means: train for num_train_epochs"})
 
     # ---- models -------------------------------------------------------------------------------
     teacher_model_name_or_path: str = field(
         default="gpt2",
         metadata={"help": "Teacher causal LM: a Hub name, a local directory, or 'builtin:tiny-gpt2'."},
     )
-    teacher_dtype: str = field(
+    teacher_dtype: TeacherDtype = field(
         default="auto",
-        metadata={"help": f"Teacher weights dtype, one of {TEACHER_DTYPES}. 'auto' keeps float32 on CPU."},
+        metadata={"help": "Teacher weights dtype. 'auto' keeps float32 on CPU."},
     )
     student_model_name_or_path: str | None = field(
         default=None,
@@ -59,7 +118,7 @@ class DistillationConfig(TrainingArguments):
     )
     student_num_layers: int | None = field(
         default=None,
-        metadata={"help": "Depth of a student built from the teacher (default: half the teacher's depth)."},
+        metadata={"range": "[1, inf)", "help": "Depth of a student built from the teacher (default: half the teacher's depth)."},
     )
     student_layers: list[int] | None = field(
         default=None,
@@ -78,30 +137,30 @@ class DistillationConfig(TrainingArguments):
     )
 
     # ---- distillation loss ----------------------------------------------------------------------
-    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature T of the KD term."})
-    alpha_kd: float = field(default=1.0, metadata={"help": "Weight of T^2 * KL(teacher || student)."})
-    alpha_lm: float = field(default=1.0, metadata={"help": "Weight of the student's next-token CE."})
+    temperature: float = field(default=2.0, metadata={"range": "(0, inf)", "help": "Softmax temperature T of the KD term."})
+    alpha_kd: float = field(default=1.0, metadata={"range": "[0, inf)", "help": "Weight of T^2 * KL(teacher || student)."})
+    alpha_lm: float = field(default=1.0, metadata={"range": "[0, inf)", "help": "Weight of the student's next-token CE."})
     alpha_cos: float = field(
-        default=0.0, metadata={"help": "Weight of 1 - cos(h_student, h_teacher) on last hidden states."}
+        default=0.0, metadata={"range": "[0, inf)", "help": "Weight of 1 - cos(h_student, h_teacher) on last hidden states."}
     )
 
-    loss_chunk_size: str = field(
+    loss_chunk_size: int | Literal["auto", "off"] = field(
         default="auto",
-        metadata={"help": "The loss runs the output layers over chunks of this many positions, so no [batch, length, "
+        metadata={"range": "[1, inf)", "help": "The loss runs the output layers over chunks of this many positions, so no [batch, length, "
                   "vocab] tensor is held (same loss and gradients): 'auto' (~32 MiB of float32 logits a chunk on "
                   "CPU, ~256 MiB on GPU), a number, or 'off' for the plain loss on full logits."},
     )
 
     # ---- KD divergence and teacher cache (distill.divergences, distill.distillation.teacher_cache) ----------------
-    kd_loss: str = field(
+    kd_loss: KDLoss = field(
         default="forward_kl",
-        metadata={"help": f"Divergence D of the KD term T^2 * D(teacher || student), one of {KD_LOSSES}."},
+        metadata={"help": "Divergence D of the KD term T^2 * D(teacher || student)."},
     )
     kd_beta: float = field(
-        default=0.5, metadata={"help": "jsd: beta of TRL GKD's generalized JSD (0 = forward KL, 1 = reverse KL)."}
+        default=0.5, metadata={"range": "[0, 1]", "help": "jsd: beta of TRL GKD's generalized JSD (0 = forward KL, 1 = reverse KL)."}
     )
     kd_skew_alpha: float = field(
-        default=0.1, metadata={"help": "skew_forward_kl / skew_reverse_kl: the skew alpha, in [0, 1)."}
+        default=0.1, metadata={"range": "[0, 1)", "help": "skew_forward_kl / skew_reverse_kl: the skew alpha, in [0, 1)."}
     )
     teacher_cache: str | None = field(
         default=None,
@@ -109,14 +168,14 @@ class DistillationConfig(TrainingArguments):
     )
     teacher_cache_top_k: int | None = field(
         default=None,
-        metadata={"help": "Top-k entries stored per position by `distill cache-teacher` (default 64); when "
+        metadata={"range": "[1, inf)", "help": "Top-k entries stored per position by `distill cache-teacher` (default 64); when "
                   "training from a cache, the k it must hold."},
     )
-    teacher_cache_dtype: str = field(
-        default="float16", metadata={"help": f"Dtype of the cached log-probabilities, one of {CACHE_DTYPES}."}
+    teacher_cache_dtype: CacheDtype = field(
+        default="float16", metadata={"help": "Dtype of the cached log-probabilities."}
     )
     teacher_cache_shard_size: int = field(
-        default=1000, metadata={"help": "Training rows per cache shard (the unit of resuming a cache build)."}
+        default=1000, metadata={"range": "[1, inf)", "help": "Training rows per cache shard (the unit of resuming a cache build)."}
     )
 
     # ---- data -----------------------------------------------------------------------------------
@@ -131,54 +190,54 @@ class DistillationConfig(TrainingArguments):
     )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file."})
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
-    block_size: int = field(default=128, metadata={"help": "Length of the packed training blocks."})
+    block_size: int = field(default=128, metadata={"range": "[2, inf)", "help": "Length of the packed training blocks."})
     validation_split_percentage: float = field(
-        default=5.0, metadata={"help": "Held-out share of the training data when there is no validation set."}
+        default=5.0, metadata={"range": "[0, 100)", "help": "Held-out share of the training data when there is no validation set."}
     )
     packing: bool = field(
         default=True,
         metadata={"help": "Pack documents into full blocks (true) or keep one record per row (false; DP "
                   "with records as the privacy unit needs false)."},
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the raw training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the raw validation set."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Workers for `map`."})
+    max_train_samples: int | None = field(default=None, metadata={"range": "[1, inf)", "help": "Truncate the raw training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"range": "[1, inf)", "help": "Truncate the raw validation set."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"range": "[1, inf)", "help": "Workers for `map`."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Allow writing into a non-empty output_dir (never needed to resume)."},
     )
 
     # ---- counterfactual role reversal -----------------------------------------------------------------
-    cda: str = field(
+    cda: CdaMode = field(
         default="none",
-        metadata={"help": f"Counterfactual data augmentation, one of {CDA_MODES}."},
+        metadata={"help": "Counterfactual data augmentation."},
     )
     cda_prob: float = field(
-        default=0.5, metadata={"help": "one_sided: probability that a gendered example is swapped."}
+        default=0.5, metadata={"range": "[0, 1]", "help": "one_sided: probability that a gendered example is swapped."}
     )
     cda_names: bool = field(default=False, metadata={"help": "Also swap first names (off by default)."})
     cda_pairs_file: str | None = field(
         default=None, metadata={"help": "Your own gendered word pairs (one 'male<TAB>female' pair a line)."}
     )
-    perturbation: str = field(
+    perturbation: PerturbationMode = field(
         default="none",
-        metadata={"help": f"Teacher-prediction perturbation, one of {PERTURBATION_MODES}."},
+        metadata={"help": "Teacher-prediction perturbation."},
     )
     perturbation_lambda: float = field(
-        default=0.5, metadata={"help": "interpolate: weight of the role-reversed teacher prediction."}
+        default=0.5, metadata={"range": "[0, 1]", "help": "interpolate: weight of the role-reversed teacher prediction."}
     )
 
     # ---- differential privacy ---------------------------------------------------------------------------
     dp_enabled: bool = field(default=False, metadata={"help": "Train the student with DP-SGD."})
     dp_target_epsilon: float | None = field(
-        default=None, metadata={"help": "Privacy budget: without dp_noise_multiplier the noise is calibrated to "
+        default=None, metadata={"range": "(0, inf)", "help": "Privacy budget: without dp_noise_multiplier the noise is calibrated to "
                                 "reach it at the end of training; with it, training stops before exceeding it."}
     )
     dp_noise_multiplier: float | None = field(
-        default=None, metadata={"help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
+        default=None, metadata={"range": "[0, inf)", "help": "Noise multiplier sigma (alternative to dp_target_epsilon)."}
     )
     dp_delta: float | None = field(
-        default=None, metadata={"help": "Delta (default: min(1e-5, 1/(N ln N)) for N records; must be < 1/N unless "
+        default=None, metadata={"range": "(0, 1)", "help": "Delta (default: min(1e-5, 1/(N ln N)) for N records; must be < 1/N unless "
                                 "dp_allow_large_delta)."}
     )
     dp_allow_large_delta: bool = field(
@@ -189,19 +248,19 @@ class DistillationConfig(TrainingArguments):
                                  "the guarantee then does not hold, and privacy.json and the model card say so). "
                                  "Default: secret randomness from the OS."}
     )
-    dp_max_grad_norm: float = field(default=1.0, metadata={"help": "Per-record gradient clipping norm C."})
-    dp_accountant: str = field(default="rdp", metadata={"help": f"Privacy accountant, one of {DP_ACCOUNTANTS}."})
+    dp_max_grad_norm: float = field(default=1.0, metadata={"range": "(0, inf)", "help": "Per-record gradient clipping norm C."})
+    dp_accountant: DPAccountant = field(default="rdp", metadata={"help": "Privacy accountant."})
     dp_poisson_sampling: bool = field(
         default=True, metadata={"help": "Poisson-sample the records of each logical batch (what the accountant "
                                 "assumes); false: shuffled fixed-size batches."}
     )
-    dp_mode: str = field(
+    dp_mode: DPMode = field(
         default="fast",
-        metadata={"help": f"Per-sample gradient method, one of {DP_MODES}. 'fast' is the single-backward "
+        metadata={"help": "Per-sample gradient method. 'fast' is the single-backward "
                   "book-keeping method; 'hooks'/'ghost' are opacus' own modes."},
     )
     canary_repeats: int = field(
-        default=0, metadata={"help": "Insert a random secret canary this many times (privacy audits)."}
+        default=0, metadata={"range": "[0, inf)", "help": "Insert a random secret canary this many times (privacy audits)."}
     )
     canary_seed: int = field(default=1234, metadata={"help": "Seed of the inserted canary."})
 
@@ -216,45 +275,30 @@ class DistillationConfig(TrainingArguments):
     fairness_prompts: str = field(
         default="builtin", metadata={"help": "Prompt source: builtin, bold:FILE or a .txt/.jsonl file."}
     )
-    fairness_num_samples: int = field(default=1, metadata={"help": "Generations per prompt."})
-    fairness_max_new_tokens: int = field(default=20, metadata={"help": "Tokens generated per prompt."})
+    fairness_num_samples: int = field(default=1, metadata={"range": "[1, inf)", "help": "Generations per prompt."})
+    fairness_max_new_tokens: int = field(default=20, metadata={"range": "[1, inf)", "help": "Tokens generated per prompt."})
     fairness_max_prompts_per_group: int | None = field(
-        default=None, metadata={"help": "Limit prompts per group (BOLD) or per profession."}
+        default=None, metadata={"range": "[1, inf)", "help": "Limit prompts per group (BOLD) or per profession."}
     )
 
     def __post_init__(self):
         if self.output_dir is None:
             self.output_dir = "runs/distill"
+        # every field this class declares: its type, Literal choices and metadata["range"]
+        config_loader.check_fields(self, names=list(DistillationConfig.__annotations__))
+        if self.max_steps <= 0 and self.num_train_epochs == 0:
+            raise ConfigError(f"Nothing to train: max_steps is {self.max_steps} and num_train_epochs is 0. Set "
+                              "max_steps to a number of steps > 0, or num_train_epochs > 0.")
         super().__post_init__()
-        _check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
-        _check_choice("cda", self.cda, CDA_MODES)
-        _check_choice("perturbation", self.perturbation, PERTURBATION_MODES)
-        _check_choice("dp_accountant", self.dp_accountant, DP_ACCOUNTANTS)
-        _check_choice("dp_mode", self.dp_mode, DP_MODES)
-        self.loss_chunk_size = _chunk_size(self.loss_chunk_size)
         self._check_kd_and_cache()
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        for name in ("alpha_kd", "alpha_lm", "alpha_cos"):
-            value = getattr(self, name)
-            if value < 0 or not math.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value}.")
         if self.alpha_kd + self.alpha_lm + self.alpha_cos == 0:
             raise ConfigError("alpha_kd, alpha_lm and alpha_cos are all 0: set at least one of them > 0.")
-        if not 0.0 <= self.cda_prob <= 1.0:
-            raise ConfigError(f"cda_prob must be in [0, 1], got {self.cda_prob}.")
-        if not 0.0 <= self.perturbation_lambda <= 1.0:
-            raise ConfigError(f"perturbation_lambda must be in [0, 1], got {self.perturbation_lambda}.")
-        if self.block_size < 2:
-            raise ConfigError(f"block_size must be >= 2, got {self.block_size}.")
         if self.student_layers is not None and self.student_num_layers is not None:
             if len(self.student_layers) != self.student_num_layers:
                 raise ConfigError(
                     f"student_layers has {len(self.student_layers)} entries but student_num_layers is "
                     f"{self.student_num_layers}: give one of them, or make them agree."
                 )
-        if self.canary_repeats < 0:
-            raise ConfigError(f"canary_repeats must be >= 0, got {self.canary_repeats}.")
         if self.dp_enabled:
             if self.dp_target_epsilon is None and self.dp_noise_multiplier is None:
                 raise ConfigError(
@@ -272,30 +316,8 @@ class DistillationConfig(TrainingArguments):
                 raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
             # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
             self.max_grad_norm = 0.0
-        self._check_dp_numbers()
-
-    def _check_dp_numbers(self) -> None:
-        """The DP budget keys: finite numbers in range (nan / inf are errors, not budgets)."""
-        checks = (("dp_target_epsilon", lambda v: v > 0, "a finite number > 0 (e.g. 8)"),
-                  ("dp_noise_multiplier", lambda v: v >= 0, "a finite number >= 0 (e.g. 1.0)"),
-                  ("dp_delta", lambda v: 0 < v < 1, "a finite number in (0, 1), below 1/records"),
-                  ("dp_max_grad_norm", lambda v: v > 0, "a finite number > 0"))
-        for name, ok, what in checks:
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and ok(value)):
-                raise ConfigError(f"{name} must be {what}, got {value}.")
 
     def _check_kd_and_cache(self) -> None:
-        _check_choice("kd_loss", self.kd_loss, KD_LOSSES)
-        _check_choice("teacher_cache_dtype", self.teacher_cache_dtype, CACHE_DTYPES)
-        if not 0.0 <= self.kd_beta <= 1.0:
-            raise ConfigError(f"kd_beta must be in [0, 1], got {self.kd_beta}.")
-        if not 0.0 <= self.kd_skew_alpha < 1.0:
-            raise ConfigError(f"kd_skew_alpha must be in [0, 1), got {self.kd_skew_alpha}.")
-        if self.teacher_cache_top_k is not None and self.teacher_cache_top_k < 1:
-            raise ConfigError(f"teacher_cache_top_k must be >= 1, got {self.teacher_cache_top_k}.")
-        if self.teacher_cache_shard_size < 1:
-            raise ConfigError(f"teacher_cache_shard_size must be >= 1, got {self.teacher_cache_shard_size}.")
         if self.teacher_cache and self.alpha_cos > 0:
             raise ConfigError("teacher_cache stores the teacher's output distribution, not its hidden states, so "
                               "alpha_cos must be 0 when training from a cache: set alpha_cos: 0.")
@@ -329,21 +351,6 @@ class DistillationConfig(TrainingArguments):
             yaml.safe_dump(self.distill_dict(), fh, sort_keys=True)
 
 
-def _chunk_size(value: Any) -> int | str:
-    """``loss_chunk_size``: 'auto', 'off' or a positive number of positions."""
-    text = str(value).strip().lower()
-    if text in ("auto", "off"):
-        return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise ConfigError(f"loss_chunk_size must be 'auto', 'off' or a positive number of positions, got {value!r}.")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
-
-
 def _default_values() -> dict[str, Any]:
     """Field values of a default config, after ``__post_init__`` normalised them."""
     return DistillationConfig().distill_dict(only_non_default=False)
@@ -353,169 +360,36 @@ def config_field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(DistillationConfig) if f.init]
 
 
-def flatten_sections(raw: dict[str, Any], source: str = "config") -> dict[str, Any]:
-    """Turn ``dp: {enabled: true}`` into ``dp_enabled: true``; leave flat keys as they are."""
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in SECTIONS and isinstance(value, dict):
-            for sub, sub_value in value.items():
-                flat[f"{key}_{sub}"] = sub_value
-        elif isinstance(value, dict) and key not in ("lr_scheduler_kwargs", "gradient_checkpointing_kwargs",
-                                                      "optim_args", "accelerator_config", "fsdp_config",
-                                                      "deepspeed", "torch_compile_kwargs"):
-            raise ConfigError(
-                f"{source}: section '{key}:' is not known. Sections are {', '.join(SECTIONS)}; "
-                "other keys must be flat (key: value)."
-            )
-        else:
-            flat[key] = value
-    return flat
-
-
-def check_keys(keys, source: str = "config") -> None:
-    """Raise one :class:`ConfigError` naming every unknown key and its closest valid keys."""
-    known = config_field_names()
-    problems = []
-    for key in keys:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        problems.append(f"'{key}'{hint}")
-    if problems:
-        raise ConfigError(
-            f"{source}: unknown key{'s' if len(problems) > 1 else ''} {'; '.join(problems)}. "
-            "Run `distill train --help` for the full list of keys."
-        )
-
-
-def read_yaml(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise ConfigError(f"Config file '{path}' does not exist. Pass an existing YAML file to --config.")
-    with open(path, encoding="utf-8") as fh:
-        try:
-            raw = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping of key: value pairs, not a {type(raw).__name__}.")
-    flat = flatten_sections(raw, source=path)
-    check_keys(flat, source=path)
-    return flat
-
-
-class ConfigParser(HfArgumentParser):
-    """The config-key parser of `distill train`: a bad flag is one :class:`ConfigError`, not a usage dump."""
-
-    def error(self, message):
-        raise ConfigError(f"command line: {message.rstrip('.')}. Run `distill train --help` for the keys and their types.")
-
-
-def make_parser(prog: str = "distill train") -> HfArgumentParser:
-    parser = ConfigParser(DistillationConfig, prog=prog, allow_abbrev=False)
-    parser.add_argument("--config", type=str, default=None, help="YAML file of config keys (flags override it).")
-    return parser
-
-
 def own_field_names() -> list[str]:
     """The keys fair-distill adds to :class:`transformers.TrainingArguments`."""
     base = {f.name for f in dataclasses.fields(TrainingArguments)}
     return [name for name in config_field_names() if name not in base]
 
 
-def format_train_help() -> str:
-    """`distill train --help`: fair-distill's own keys first, then every TrainingArguments key."""
-    parser = make_parser()
-    parser.usage = "distill train --config FILE [--key value ...]"
-    parser.description = ("Distil a teacher into a student. Keys come from the YAML file given with --config and "
-                          "are overridden by --key value flags (dashes or underscores: --max-steps = --max_steps).")
-    own = set(own_field_names()) | {"config"}
-    # argparse prints one section per argument group: move our keys into a group shown first
-    ours = parser.add_argument_group("fair-distill keys (teacher, student, loss, data, CRR, DP, fairness)")
-    rest = parser.add_argument_group("transformers.TrainingArguments keys")
-    for group in list(parser._action_groups):
-        if group in (ours, rest):
-            continue
-        for action in list(group._group_actions):
-            if action.option_strings and action.dest != "help":
-                group._group_actions.remove(action)
-                (ours if action.dest in own else rest)._group_actions.append(action)
-    ours._group_actions.sort(key=lambda a: a.dest != "config")
-    parser._action_groups = [g for g in parser._action_groups if g not in (ours, rest)] + [ours, rest]
-    return parser.format_help()
+HELP_HINT = "Run `distill train --help` for the full list of keys."
 
 
-def check_value_types(parser: HfArgumentParser, values: dict[str, Any], source: str) -> None:
-    """Raise one :class:`ConfigError` naming ``source`` and the key for a YAML value of the wrong type.
-
-    argparse would convert string defaults itself, but then a bad YAML value reads as a bad command-line flag.
-    """
-    actions = {}
-    for a in parser._actions:  # a bool key has --key (typed) and --no_key (store_false): keep the typed one
-        if a.type is not None or a.dest not in actions:
-            actions[a.dest] = a
-    for key, value in values.items():
-        action = actions.get(key)
-        if action is None or action.type is None or value is None:
-            continue
-        kind = getattr(action.type, "__name__", "value").replace("string_to_bool", "bool")
-        items = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
-        for item in items:
-            try:
-                if isinstance(item, str):
-                    item = action.type(item)
-                elif action.type is int and not (isinstance(item, int) or (isinstance(item, float) and item.is_integer())):
-                    raise ValueError
-                elif action.type is float and (isinstance(item, bool) or not isinstance(item, (int, float))):
-                    raise ValueError
-            except (ValueError, TypeError, argparse.ArgumentTypeError):
-                raise ConfigError(f"{source}: {key}: {value!r} is not a valid {kind}.") from None
-            if action.choices is not None and item not in action.choices:
-                raise ConfigError(f"{source}: {key}: {value!r} is not one of "
-                                  f"{', '.join(str(c) for c in action.choices)}.")
-
-
-def load_config(config_path: str | None = None, cli_args: list[str] | None = None,
+def load_config(config_path: str | list[str] | None = None, cli_args: list[str] | None = None,
                 overrides: dict[str, Any] | None = None) -> DistillationConfig:
-    """Build a :class:`DistillationConfig` from a YAML file, command-line flags and a dict of overrides.
+    """A :class:`DistillationConfig` from YAML file(s), command-line flags and a dict of overrides.
 
-    Precedence: ``overrides`` > ``cli_args`` > YAML > defaults.
+    Precedence: ``overrides`` > ``cli_args`` > YAML files (in order, later wins) > defaults; ``--config FILE``
+    may appear in ``cli_args``, several times. See :func:`distill.distillation.config_loader.load`.
     """
-    parser = make_parser()
-    cli_args = list(cli_args or [])
-    for i, arg in enumerate(cli_args):
-        if config_path is None and arg == "--config":
-            if i + 1 >= len(cli_args) or cli_args[i + 1].startswith("--"):
-                raise ConfigError("--config needs a file path: --config FILE.")
-            config_path = cli_args[i + 1]
-            del cli_args[i : i + 2]
-            break
-        if config_path is None and arg.startswith("--config="):
-            config_path = arg[len("--config="):]
-            del cli_args[i]
-            break
-    values: dict[str, Any] = read_yaml(config_path) if config_path else {}
-    if values:
-        check_value_types(parser, values, source=config_path)
-    if overrides:
-        flat = flatten_sections(overrides, source="overrides")
-        check_keys(flat, source="overrides")
-        check_value_types(parser, flat, source="overrides")
-        values.update(flat)
-    parser.set_defaults(**values)
-    # argparse does not know which CLI flags are unknown ahead of time: report them with suggestions.
-    namespace, unknown = parser.parse_known_args(cli_args)
-    if unknown:
-        flags = [a[2:].split("=")[0].replace("-", "_") for a in unknown if a.startswith("--")]
-        check_keys(flags or unknown, source="command line")
-        raise ConfigError(f"command line: unexpected arguments {unknown}.")
-    if overrides:  # overrides beat CLI flags
-        for key, value in flatten_sections(overrides, source="overrides").items():
-            setattr(namespace, key, value)
-    kwargs = {k: v for k, v in vars(namespace).items() if k != "config"}
-    try:
-        return DistillationConfig(**kwargs)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:  # TrainingArguments' own validation
-        raise ConfigError(str(exc)) from None
+    config, _ = load_config_sections(config_path, cli_args, overrides)
+    return config
+
+
+def load_config_sections(config_path=None, cli_args=None, overrides=None,
+                         sections: dict[str, type] | None = None) -> tuple[DistillationConfig, dict[str, Any]]:
+    """:func:`load_config` with extra YAML sections, each loaded into its own dataclass:
+    ``sections={"federated": FederatedConfig}`` -> ``(config, {"federated": FederatedConfig(...)})``."""
+    return config_loader.load(DistillationConfig, config_path, cli_args, overrides, flat_sections=SECTIONS,
+                              sections=sections, help_hint=HELP_HINT)
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """The keys of one YAML config file, sections flattened, checked against :class:`DistillationConfig`."""
+    flat, _ = config_loader.split_sections(config_loader.read_yaml_file(path), DistillationConfig, path, SECTIONS, {})
+    config_loader.check_keys(flat, config_field_names(), path, help_hint=HELP_HINT)
+    return flat
