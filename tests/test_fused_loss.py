@@ -9,15 +9,17 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distill.distillation.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from distill.counterfactual.token_pairs import TokenSwapper
-from distill.distillation.fused_loss import Counterfactual, TeacherSide, auto_chunk_size, fused_distillation_loss
+from distill.distillation.fused_loss import auto_chunk_size, fused_distillation_loss
 from distill.distillation.losses import distillation_loss, teacher_log_probs
 from distill.privacy.bookkeeping import BookKeepingClipper
 from distill.privacy.engine import freeze_embeddings
 from distill.privacy.opacus_modes import OpacusGhostClipper, OpacusHooksClipper
 from distill.privacy.records import RecordLayout
-from distill.distillation.teacher_head import hidden_output_layer, no_logits, split_output_layer
+from distill.distillation.teacher_side import (Counterfactual, hidden_output_layer, no_logits,
+                                               role_reversed_teacher_states, role_reversed_teacher_targets,
+                                               split_output_layer)
+from distill.distillation.teacher_side import SplitTeacherSide as TeacherSide
 
 V = 53
 PAIRS = [(3, 4), (7, 11), (20, 30)]
