@@ -18,6 +18,7 @@ with both output layers (``z = W h + b``). For a chunk of ``n`` positions the lo
 ``Σ_t ℓ_t`` (or ``Σ_{t ∈ row} ℓ_t`` for each row) is ``α_kd·T²·D + α_lm·CE``, the same sum the unchunked loss
 computes; :func:`distill.distillation.losses.combine_losses` — the α-combination of both losses — adds
 ``α_cos·(1−cos)`` and averages the components.
+
 Each ``ℓ_t`` depends only on ``h_S,t`` and the output layer, so the chunk's gradients are taken while its
 ``[n, V]`` tensors exist (one forward and backward of the chunk inside this function's forward, as Liger's fused
 linear losses do) and only ``∂L/∂h_S`` ``[B, T, H]`` and ``∂L/∂W`` ``[V, H]`` are kept. Backward scales them by
@@ -197,14 +198,16 @@ def fused_distillation_loss(
     chunk_size: int | None = None,
     **kd_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`distill.distillation.losses.distillation_loss` from the final hidden states, through the output layers in chunks.
+    """:func:`distill.distillation.losses.distillation_loss` from the final hidden states, through the output layers
+    in chunks.
 
     ``student_hidden`` ``[B, T, H]`` and ``student_head`` give the student's logits ``student_head(student_hidden)``;
-    ``teacher`` (needed when ``alpha_kd > 0``; any :class:`~distill.distillation.teacher_side.TeacherSide`) gives the
-    teacher's targets. ``teacher_hidden`` ``[B, T, H]`` is
-    the teacher's last hidden state for the ``alpha_cos`` term (no vocabulary-wide work). ``chunk_size``: positions
-    per chunk (default: :func:`auto_chunk_size`). Extra keyword arguments go to :func:`distill.distillation.losses.kd_terms`.
-    Returns the same ``(loss, parts)`` as :func:`~distill.distillation.losses.distillation_loss`, including with ``per_row``.
+    ``teacher`` (needed when ``alpha_kd > 0``; any :class:`~distill.distillation.teacher_side.TeacherSide`) gives
+    the teacher's targets. ``teacher_hidden`` ``[B, T, H]`` is the teacher's last hidden state for the ``alpha_cos``
+    term (no vocabulary-wide work). ``chunk_size``: positions per chunk (default: :func:`auto_chunk_size`). Extra
+    keyword arguments go to :func:`distill.distillation.losses.kd_terms`. Returns the same ``(loss, parts)`` as
+    :func:`~distill.distillation.losses.distillation_loss`, including with ``per_row``: both go through
+    :func:`~distill.distillation.losses.combine_losses`.
     """
     batch, length = student_hidden.shape[:2]
     weight, bias = student_head.weight, getattr(student_head, "bias", None)

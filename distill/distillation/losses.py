@@ -17,6 +17,17 @@ every divergence is separable with f(x, x) = 0, a position whose target tail is 
 whole vocabulary) simply drops its tail bucket, which makes the sparse loss equal to the dense one there. For
 k < V, D(P̂ ‖ Q̂) ≤ D(P ‖ Q) for the f-divergences (data processing): the cache sees only how much mass the
 student puts outside the teacher's top k, not where.
+
+The loss of a step is one α-combination, :func:`combine_losses`, for the plain loss (:func:`distillation_loss`, on
+the student's logits) and the fused one (:mod:`distill.distillation.fused_loss`, through the output layers in
+chunks):
+
+    L = α_kd · mean_t T²·D(P_t ‖ Q_t) + α_lm · mean_t CE_t + α_cos · mean_t (1 − cos(h_S,t, h_T,t)),
+
+each mean over the term's counted positions (KD and cos: real tokens; CE: positions with a next-token label) of
+the batch, or of each row for DP-SGD (``per_row``: a ``[B]`` loss, since a row's gradient must not depend on the
+other rows through a batch-wide count). The same sum as ``Σ_t w_t · term_t`` with ``w`` = :func:`loss_weights`
+``= α / #counted`` is what the fused loss accumulates chunk by chunk.
 """
 
 from __future__ import annotations

@@ -1,13 +1,18 @@
 """`DistillationTrainer`: a `transformers.Trainer` that distils a frozen teacher into a student.
 
-The trainer orchestrates; the maths lives in pure functions (:mod:`distill.distillation.losses`, and the
-counterfactual perturbation in :mod:`distill.counterfactual`). Per step it
+The trainer orchestrates; the maths lives in pure functions (:mod:`distill.distillation.losses`,
+:mod:`distill.distillation.fused_loss`, :mod:`distill.distillation.teacher_side`, and the counterfactual
+perturbation in :mod:`distill.counterfactual`). Per step it
 
 1. runs the student on the batch,
-2. runs the frozen teacher (eval mode, no grad, optionally bf16/fp16) on the same batch — and, with
-   counterfactual role reversal, on the gender-swapped batch in the same forward pass,
-3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions,
-4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` through the Trainer's logging.
+2. gets the teacher's side of the loss (:meth:`DistillationTrainer.teacher_outputs`: dense, split or cached):
+   the frozen teacher (eval mode, no grad, optionally bf16/fp16) runs on the same batch — and, with
+   counterfactual role reversal, on the gender-swapped rows in the same forward pass — unless a teacher cache
+   holds its targets,
+3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions
+   (:func:`~distill.distillation.losses.combine_losses`), through both output layers in chunks where they split
+   off exactly (the fused loss) or through the student's logits,
+4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` (and ``crr_swapped_share``) through the Trainer's logging.
 
 One loss method, :meth:`DistillationTrainer.distillation_step_loss`, serves both the usual step (a batch mean,
 through ``compute_loss``) and DP-SGD (one loss per row, which :class:`~distill.privacy.DPSGDEngine` clips per
