@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.distillation.teacher_forward import role_reversed_teacher_targets
-from distill.distillation.teacher_head import split_output_layer
+from distill.distillation.teacher_side import role_reversed_teacher_targets, split_output_layer
 from distill.text_data import DistillationCollator
 from distill.builtin.corpus import CorpusSpec, generate_corpus
 from distill.distillation.train import build_trainer

@@ -9,15 +9,19 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distill.distillation.teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from distill.counterfactual.token_pairs import TokenSwapper
-from distill.distillation.fused_loss import Counterfactual, TeacherSide, auto_chunk_size, fused_distillation_loss
+from distill.distillation.fused_loss import auto_chunk_size, fused_distillation_loss
 from distill.distillation.losses import distillation_loss, teacher_log_probs
 from distill.privacy.bookkeeping import BookKeepingClipper
 from distill.privacy.engine import freeze_embeddings
 from distill.privacy.opacus_modes import OpacusGhostClipper, OpacusHooksClipper
 from distill.privacy.records import RecordLayout
-from distill.distillation.teacher_head import hidden_output_layer, no_logits, split_output_layer
+from distill.distillation.teacher_side import (Counterfactual, hidden_output_layer, no_logits,
+                                               role_reversed_teacher_states, role_reversed_teacher_targets,
+                                               split_output_layer)
+from distill.distillation.teacher_side import SplitTeacherSide as TeacherSide
+from distill.distillation.teacher_side import CachedTeacherSide, DenseTeacherSide, run_teacher
+from distill.distillation.losses import SparseTarget
 
 V = 53
 PAIRS = [(3, 4), (7, 11), (20, 30)]
@@ -105,6 +109,29 @@ def _assert_same(a, b, rtol=1e-5, atol=1e-7):
 WEIGHTS = [dict(alpha_kd=1.0, alpha_lm=0.0), dict(alpha_kd=0.0, alpha_lm=1.0), dict(alpha_kd=5.0, alpha_lm=2.0),
            dict(alpha_kd=5.0, alpha_lm=2.0, alpha_cos=1.0), dict(alpha_kd=0.0, alpha_lm=0.0, alpha_cos=1.0)]
 MODES = [("none", 0.5), ("mean", 0.5), ("max", 0.5), ("interpolate", 0.3), ("interpolate", 1.0)]
+
+
+@pytest.mark.parametrize("mode,lam", MODES)
+def test_teacher_side_kinds_give_one_target(models, mode, lam):
+    """Dense (logits), split (hidden states, read by position or whole) and cached (k = V) give the same target."""
+    teacher, _ = models
+    inputs, _ = _batch()
+    swapper = None if mode == "none" else _swapper()
+    kw = dict(temperature=2.0, swapper=swapper, mode=mode, lam=lam, need_hidden=True)
+    dense = run_teacher(teacher, inputs, **kw)
+    lazy = run_teacher(teacher, inputs, split=split_output_layer(teacher), lazy=True, **kw)
+    assert isinstance(dense.side, DenseTeacherSide) and isinstance(lazy.side, TeacherSide)
+    assert dense.n_swapped == lazy.n_swapped == (None if swapper is None else 2)
+    torch.testing.assert_close(lazy.hidden, dense.hidden)
+    full = dense.side.log_probs()
+    torch.testing.assert_close(lazy.side.log_probs(), full, rtol=1e-5, atol=1e-5)
+    positions = torch.tensor([0, 4, 5, 10, 16, 26])  # rows 0, 1 (before and after a swap) and 2
+    torch.testing.assert_close(lazy.side.targets(positions), full.flatten(0, 1)[positions], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense.side.targets(positions), full.flatten(0, 1)[positions])
+    ids = torch.arange(V).expand(*full.shape[:2], V)
+    cached = CachedTeacherSide(SparseTarget(ids, full, torch.full(full.shape[:2], -torch.inf)))
+    torch.testing.assert_close(cached.targets(positions).logprobs, full.flatten(0, 1)[positions])
+    assert cached.log_probs() is cached.target
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0])

@@ -5,7 +5,9 @@
 * :mod:`.cda` — counterfactual data augmentation of a ``datasets.Dataset``
 * :mod:`.token_pairs` — single-token pairs of a tokenizer and the vocabulary permutation R
 * :mod:`.perturbation` — mean / max / interpolate of the teacher's predictions on x and x̃ (pure functions)
-* :mod:`.teacher_forward` — the teacher's perturbed targets for a batch in one forward pass
+
+The teacher's perturbed targets for a batch, in one forward pass over x and the swapped rows of x̃, are the
+distillation core's (:mod:`distill.distillation.teacher_side`): this package takes plain tensors only.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ _EXPORTS = {
     "apply_cda": "cda",
     "gender_token_pairs": "token_pairs", "token_permutation": "token_pairs", "TokenSwapper": "token_pairs",
     "perturb_log_probs": "perturbation", "reverse_roles": "perturbation",
-    "role_reversed_teacher_targets": "teacher_forward",
 }
 
 __all__ = sorted(_EXPORTS)

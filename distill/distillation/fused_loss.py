@@ -4,16 +4,21 @@ The student's and the teacher's final hidden states ``h_S`` ``[B, T, H_S]`` and 
 with both output layers (``z = W h + b``). For a chunk of ``n`` positions the loss of
 :func:`distill.distillation.losses.distillation_loss` is computed in full:
 
-* the teacher's target ``P`` = ``log softmax(z_T / T)`` from its hidden states, perturbed under counterfactual
-  role reversal with the teacher's hidden states on x̃ at the chunk's positions (``P̃`` = ``R(p_T(·|x̃))``;
-  positions of x̃ that share x's prefix, and rows without a gendered token, use ``R(P)``: see
-  :mod:`distill.distillation.teacher_forward`);
+* the teacher's target ``P`` at the chunk's positions from the teacher side
+  (:meth:`distill.distillation.teacher_side.TeacherSide.targets`, any kind): with a split teacher
+  ``log softmax(z_T / T)`` from its hidden states, perturbed under counterfactual role reversal with the teacher's
+  hidden states on x̃ at the chunk's positions (``P̃`` = ``R(p_T(·|x̃))``; positions of x̃ that share x's prefix,
+  and rows without a gendered token, use ``R(P)``); from a teacher cache the stored sparse target;
 * per position ``ℓ_t = w_kd,t · D(P_t ‖ p_S,t) + w_ce,t · CE_t`` with the student's logits of the chunk, ``D``
   from :func:`distill.distillation.losses.kd_terms` (``T²·KL`` by default; its keyword arguments are passed through);
-* ``w`` folds in ``α`` and the mean over counted positions: ``α / #counted`` of the batch, or of the row when
-  the loss is per row (DP-SGD), and 0 where the position does not count (such positions are skipped).
+* ``w`` = :func:`distill.distillation.losses.loss_weights` folds in ``α`` and the mean over counted positions:
+  ``α / #counted`` of the batch, or of the row when the loss is per row (DP-SGD), and 0 where the position does
+  not count (such positions are skipped).
 
-The loss is ``Σ_t ℓ_t`` (or ``Σ_{t ∈ row} ℓ_t`` for each row) — the same sum the unchunked loss computes.
+``Σ_t ℓ_t`` (or ``Σ_{t ∈ row} ℓ_t`` for each row) is ``α_kd·T²·D + α_lm·CE``, the same sum the unchunked loss
+computes; :func:`distill.distillation.losses.combine_losses` — the α-combination of both losses — adds
+``α_cos·(1−cos)`` and averages the components.
+
 Each ``ℓ_t`` depends only on ``h_S,t`` and the output layer, so the chunk's gradients are taken while its
 ``[n, V]`` tensors exist (one forward and backward of the chunk inside this function's forward, as Liger's fused
 linear losses do) and only ``∂L/∂h_S`` ``[B, T, H]`` and ``∂L/∂W`` ``[V, H]`` are kept. Backward scales them by
@@ -36,9 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..counterfactual.perturbation import perturb_positions
-from .losses import SparseTarget, _masked_mean, _row_mean, cosine_terms, kd_terms
-from .teacher_head import output_log_probs
+from .losses import combine_losses, cosine_terms, kd_terms, loss_weights
+from .teacher_side import TeacherSide
 
 #: ``[n, V]`` float32 bytes a chunk may hold per tensor when ``loss_chunk_size`` is ``auto``
 AUTO_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 256 * 2**20}
@@ -51,56 +55,6 @@ def auto_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:
 
 
 @dataclass
-class Counterfactual:
-    """The teacher on x̃ where it differs from x: ``hidden`` ``[M, H]`` holds its final hidden states, and
-    ``slot`` ``[B·T]`` maps each flat position ``b·T + t`` of x to its row of ``hidden`` (-1: none, use ``R(P)``)."""
-
-    hidden: torch.Tensor
-    slot: torch.Tensor
-    perm: torch.Tensor
-    gendered: torch.Tensor
-    mode: str
-    lam: float = 0.5
-
-
-@dataclass
-class TeacherSide:
-    """What the fused loss needs of the teacher: final hidden states on x ``[B, T, H]``, its output layer, the
-    temperature and, under counterfactual role reversal, its outputs on x̃."""
-
-    hidden: torch.Tensor
-    head: nn.Module
-    temperature: float
-    counterfactual: Counterfactual | None = None
-
-    @torch.no_grad()
-    def targets(self, positions: torch.Tensor) -> torch.Tensor:
-        """``[n, V]`` (perturbed) temperature-softened log-probs at the flat ``positions``."""
-        h = self.hidden.reshape(-1, self.hidden.shape[-1]).index_select(0, positions)
-        logprobs = output_log_probs(self.head, h, self.temperature)
-        cf = self.counterfactual
-        if cf is None or cf.mode == "none":
-            return logprobs
-        slot = cf.slot.index_select(0, positions)
-        where = (slot >= 0).nonzero().squeeze(-1)
-        cf_logprobs = output_log_probs(self.head, cf.hidden.index_select(0, slot.index_select(0, where)),
-                                       self.temperature) if where.numel() else logprobs[:0]
-        return perturb_positions(logprobs, cf_logprobs, where, cf.perm, cf.gendered, cf.mode, cf.lam)
-
-
-@dataclass
-class CachedTeacherSide:
-    """The teacher's side from a teacher cache (:mod:`distill.distillation.teacher_cache`): the stored sparse target (top-k +
-    tail, perturbation already applied) instead of hidden states and an output layer."""
-
-    target: SparseTarget
-
-    def targets(self, positions: torch.Tensor) -> SparseTarget:
-        """The sparse target at the flat ``positions``."""
-        return self.target.at_positions(positions)
-
-
-@dataclass
 class _Plan:
     """Everything of one loss call that is not a differentiable input."""
 
@@ -109,7 +63,7 @@ class _Plan:
     next_labels: torch.Tensor | None  # [N] the token each position predicts (-100: none)
     w_kd: torch.Tensor | None  # [N] weight of the KD term
     w_ce: torch.Tensor | None  # [N] weight of the CE term
-    teacher: TeacherSide | CachedTeacherSide | None
+    teacher: TeacherSide | None
     temperature: float
     kd_kwargs: dict
     batch_size: int
@@ -228,13 +182,6 @@ def _position_losses(plan: _Plan, sl: slice, kd, ce) -> torch.Tensor:
     return out
 
 
-def _weights(mask: torch.Tensor, alpha: float, per_row: bool) -> torch.Tensor:
-    """``[B, T]``: ``α / #counted`` (of the batch, or of each row) where ``mask``, else 0."""
-    mask = mask.float()
-    count = mask.sum(-1, keepdim=True) if per_row else mask.sum()
-    return mask * (alpha / count.clamp_min(1.0))
-
-
 def fused_distillation_loss(
     student_hidden: torch.Tensor,
     student_head: nn.Module,
@@ -251,13 +198,16 @@ def fused_distillation_loss(
     chunk_size: int | None = None,
     **kd_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`distill.distillation.losses.distillation_loss` from the final hidden states, through the output layers in chunks.
+    """:func:`distill.distillation.losses.distillation_loss` from the final hidden states, through the output layers
+    in chunks.
 
     ``student_hidden`` ``[B, T, H]`` and ``student_head`` give the student's logits ``student_head(student_hidden)``;
-    ``teacher`` (needed when ``alpha_kd > 0``) gives the teacher's targets. ``teacher_hidden`` ``[B, T, H]`` is
-    the teacher's last hidden state for the ``alpha_cos`` term (no vocabulary-wide work). ``chunk_size``: positions
-    per chunk (default: :func:`auto_chunk_size`). Extra keyword arguments go to :func:`distill.distillation.losses.kd_terms`.
-    Returns the same ``(loss, parts)`` as :func:`~distill.distillation.losses.distillation_loss`, including with ``per_row``.
+    ``teacher`` (needed when ``alpha_kd > 0``; any :class:`~distill.distillation.teacher_side.TeacherSide`) gives
+    the teacher's targets. ``teacher_hidden`` ``[B, T, H]`` is the teacher's last hidden state for the ``alpha_cos``
+    term (no vocabulary-wide work). ``chunk_size``: positions per chunk (default: :func:`auto_chunk_size`). Extra
+    keyword arguments go to :func:`distill.distillation.losses.kd_terms`. Returns the same ``(loss, parts)`` as
+    :func:`~distill.distillation.losses.distillation_loss`, including with ``per_row``: both go through
+    :func:`~distill.distillation.losses.combine_losses`.
     """
     batch, length = student_hidden.shape[:2]
     weight, bias = student_head.weight, getattr(student_head, "bias", None)
@@ -272,10 +222,10 @@ def fused_distillation_loss(
     if alpha_kd > 0:
         if teacher is None:
             raise ValueError("alpha_kd > 0 needs the teacher's side of the loss.")
-        w_kd = _weights(mask, alpha_kd, per_row)
+        w_kd = loss_weights(mask, alpha_kd, per_row)
         counts |= mask
     if alpha_lm > 0:
-        w_ce = _weights(ce_mask, alpha_lm, per_row)
+        w_ce = loss_weights(ce_mask, alpha_lm, per_row)
         counts |= ce_mask
     positions = counts.flatten().nonzero().squeeze(-1)
     rows = torch.div(positions, length, rounding_mode="floor")
@@ -286,17 +236,15 @@ def fused_distillation_loss(
                  chunk_size=chunk_size or auto_chunk_size(weight.shape[0], weight.device))
     hidden = student_hidden.reshape(batch * length, -1).index_select(0, positions)
     loss, kd, ce = _FusedOutputLoss.apply(hidden, weight, bias, plan)
-    reduce = _row_mean if per_row else _masked_mean
-    parts: dict[str, torch.Tensor] = {}
+    terms = {}
     if alpha_kd > 0:
-        parts["loss_kd"] = reduce(_scatter(kd, positions, batch, length), mask).mean()
+        terms["loss_kd"] = (_scatter(kd, positions, batch, length), mask)
     if alpha_lm > 0:
-        parts["loss_lm"] = reduce(_scatter(ce, positions, batch, length), ce_mask).mean()
+        terms["loss_lm"] = (_scatter(ce, positions, batch, length), ce_mask)
     if alpha_cos > 0:
-        cos = reduce(cosine_terms(student_hidden, teacher_hidden), mask)
-        loss = loss + alpha_cos * cos
-        parts["loss_cos"] = cos.detach().mean()
-    return loss, parts
+        terms["loss_cos"] = (cosine_terms(student_hidden, teacher_hidden), mask)
+    return combine_losses(terms, alpha_kd=alpha_kd, alpha_lm=alpha_lm, alpha_cos=alpha_cos, per_row=per_row,
+                          presummed=(loss, ("loss_kd", "loss_lm")))
 
 
 def _scatter(values: torch.Tensor, positions: torch.Tensor, batch: int, length: int) -> torch.Tensor:

@@ -17,6 +17,17 @@ every divergence is separable with f(x, x) = 0, a position whose target tail is 
 whole vocabulary) simply drops its tail bucket, which makes the sparse loss equal to the dense one there. For
 k < V, D(P̂ ‖ Q̂) ≤ D(P ‖ Q) for the f-divergences (data processing): the cache sees only how much mass the
 student puts outside the teacher's top k, not where.
+
+The loss of a step is one α-combination, :func:`combine_losses`, for the plain loss (:func:`distillation_loss`, on
+the student's logits) and the fused one (:mod:`distill.distillation.fused_loss`, through the output layers in
+chunks):
+
+    L = α_kd · mean_t T²·D(P_t ‖ Q_t) + α_lm · mean_t CE_t + α_cos · mean_t (1 − cos(h_S,t, h_T,t)),
+
+each mean over the term's counted positions (KD and cos: real tokens; CE: positions with a next-token label) of
+the batch, or of each row for DP-SGD (``per_row``: a ``[B]`` loss, since a row's gradient must not depend on the
+other rows through a batch-wide count). The same sum as ``Σ_t w_t · term_t`` with ``w`` = :func:`loss_weights`
+``= α / #counted`` is what the fused loss accumulates chunk by chunk.
 """
 
 from __future__ import annotations
@@ -202,20 +213,60 @@ def distillation_loss(
     must not depend on the other rows (through a batch-wide token count). The components are then batch means
     of the row values. For a batch of one row both are the same.
     """
-    reduce = _row_mean if per_row else _masked_mean
-    total = student_logits.new_zeros(student_logits.shape[0] if per_row else (), dtype=torch.float32)
-    parts: dict[str, torch.Tensor] = {}
+    terms: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     if alpha_kd > 0:
-        kd = reduce(kd_terms(student_logits, teacher_logprobs, temperature, kd_loss=kd_loss, kd_beta=kd_beta,
-                             kd_skew_alpha=kd_skew_alpha), mask)
-        total = total + alpha_kd * kd
-        parts["loss_kd"] = kd.detach().mean()
+        terms["loss_kd"] = (kd_terms(student_logits, teacher_logprobs, temperature, kd_loss=kd_loss, kd_beta=kd_beta,
+                                     kd_skew_alpha=kd_skew_alpha), mask)
     if alpha_lm > 0:
-        lm = reduce(*lm_terms(student_logits, labels))
-        total = total + alpha_lm * lm
-        parts["loss_lm"] = lm.detach().mean()
+        terms["loss_lm"] = lm_terms(student_logits, labels)
     if alpha_cos > 0:
-        cos = reduce(cosine_terms(student_hidden, teacher_hidden), mask)
-        total = total + alpha_cos * cos
-        parts["loss_cos"] = cos.detach().mean()
+        terms["loss_cos"] = (cosine_terms(student_hidden, teacher_hidden), mask)
+    return combine_losses(terms, alpha_kd=alpha_kd, alpha_lm=alpha_lm, alpha_cos=alpha_cos, per_row=per_row)
+
+
+def combine_losses(
+    terms: dict[str, tuple[torch.Tensor, torch.Tensor | None]],
+    *,
+    alpha_kd: float,
+    alpha_lm: float,
+    alpha_cos: float,
+    per_row: bool = False,
+    presummed: tuple[torch.Tensor, tuple[str, ...]] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``α_kd·T²·D + α_lm·CE + α_cos·(1−cos)`` from its per-position terms, and its components (detached).
+
+    ``terms`` maps ``loss_kd`` / ``loss_lm`` / ``loss_cos`` to ``(values, mask)``, both ``[B, L]`` (``T²·D``,
+    the next-token CE and ``1 − cos`` at each position; ``mask`` ``None``: every position counts). Each term is
+    averaged over its counted positions — of the batch, or of each row with ``per_row`` (then the loss is ``[B]``)
+    — and weighted by its α; a term whose α is 0 is left out. The components are the batch means of these
+    averages, under the same names.
+
+    ``presummed``: ``(sum, names)``, the terms ``names`` already summed by the caller as ``Σ_t w_t · values_t``
+    with ``w`` = :func:`loss_weights` (the same ``α · average``, per row with ``per_row``): the fused loss, which
+    takes their gradients chunk by chunk. Those terms are then only averaged for the components.
+    """
+    alphas = {"loss_kd": alpha_kd, "loss_lm": alpha_lm, "loss_cos": alpha_cos}
+    reduce = _row_mean if per_row else _masked_mean
+    total, summed = presummed if presummed is not None else (None, ())
+    parts: dict[str, torch.Tensor] = {}
+    for name, (values, mask) in terms.items():
+        alpha = alphas[name]
+        if alpha <= 0:
+            continue
+        value = reduce(values, mask)
+        if name not in summed:
+            if total is None:
+                total = values.new_zeros(values.shape[0] if per_row else (), dtype=torch.float32)
+            total = total + alpha * value
+        parts[name] = value.detach().mean()
+    if total is None:
+        raise ValueError("the distillation loss needs a term with a positive alpha (alpha_kd, alpha_lm or alpha_cos).")
     return total, parts
+
+
+def loss_weights(mask: torch.Tensor, alpha: float, per_row: bool = False) -> torch.Tensor:
+    """``[B, L]``: ``α / #counted`` where ``mask`` (the batch's count, or the row's with ``per_row``), else 0, so
+    that ``Σ_t w_t · values_t`` is the term's contribution ``α · average`` to :func:`combine_losses`."""
+    mask = mask.float()
+    count = mask.sum(-1, keepdim=True) if per_row else mask.sum()
+    return mask * (alpha / count.clamp_min(1.0))

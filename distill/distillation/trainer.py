@@ -1,13 +1,18 @@
 """`DistillationTrainer`: a `transformers.Trainer` that distils a frozen teacher into a student.
 
-The trainer orchestrates; the maths lives in pure functions (:mod:`distill.distillation.losses`, and the
-counterfactual perturbation in :mod:`distill.counterfactual`). Per step it
+The trainer orchestrates; the maths lives in pure functions (:mod:`distill.distillation.losses`,
+:mod:`distill.distillation.fused_loss`, :mod:`distill.distillation.teacher_side`, and the counterfactual
+perturbation in :mod:`distill.counterfactual`). Per step it
 
 1. runs the student on the batch,
-2. runs the frozen teacher (eval mode, no grad, optionally bf16/fp16) on the same batch — and, with
-   counterfactual role reversal, on the gender-swapped batch in the same forward pass,
-3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions,
-4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` through the Trainer's logging.
+2. gets the teacher's side of the loss (:meth:`DistillationTrainer.teacher_outputs`: dense, split or cached):
+   the frozen teacher (eval mode, no grad, optionally bf16/fp16) runs on the same batch — and, with
+   counterfactual role reversal, on the gender-swapped rows in the same forward pass — unless a teacher cache
+   holds its targets,
+3. combines ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)`` over non-padding positions
+   (:func:`~distill.distillation.losses.combine_losses`), through both output layers in chunks where they split
+   off exactly (the fused loss) or through the student's logits,
+4. logs ``loss_kd``, ``loss_lm``, ``loss_cos`` (and ``crr_swapped_share``) through the Trainer's logging.
 
 One loss method, :meth:`DistillationTrainer.distillation_step_loss`, serves both the usual step (a batch mean,
 through ``compute_loss``) and DP-SGD (one loss per row, which :class:`~distill.privacy.DPSGDEngine` clips per
@@ -35,16 +40,16 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
-from .teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
 from ..text_data import DistillationCollator
 from ..errors import ConfigError
-from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
+from .fused_loss import fused_distillation_loss
 from ..outputs import CONFIG_FILENAME
-from .losses import distillation_loss, lm_loss, teacher_log_probs
+from .losses import distillation_loss, lm_loss
 from ..model_loading import load_causal_lm, load_tokenizer, maybe_load_tokenizer
 from .parallel import check_parallel_engine
 from .student import build_student, check_compatible
-from .teacher_head import hidden_output_layer, no_logits, output_log_probs, split_output_layer
+from .teacher_side import CachedTeacherSide, TeacherOutputs, hidden_output_layer, no_logits, run_teacher, \
+    split_output_layer
 
 logger = logging.getLogger(__name__)
 
@@ -215,86 +220,50 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------
     # teacher
     # ------------------------------------------------------------------------------------------------
-    def teacher_targets(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Temperature-softened teacher log-probabilities ``[B, T, V]`` (and last hidden states if asked)."""
-        logprobs, hidden, _ = self._teacher_forward(inputs, need_hidden)
-        return logprobs, hidden
-
     @torch.no_grad()
-    def _teacher_forward(self, inputs: dict[str, torch.Tensor], need_hidden: bool
-                         ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
-        """Teacher targets and, with counterfactual role reversal, the number of swapped rows."""
+    def teacher_outputs(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False,
+                        lazy: bool = False) -> TeacherOutputs:
+        """The teacher's side of the loss for the batch (:mod:`distill.distillation.teacher_side`), its last hidden
+        states if asked and, with counterfactual role reversal, the number of swapped rows.
+
+        With a teacher cache the side is the stored target and the teacher does not run. Otherwise it is the
+        frozen teacher's (perturbed) target: its final hidden states and output layer when ``lazy`` and the teacher
+        splits exactly (the fused loss computes the targets chunk by chunk), else ``[B, T, V]`` log-probabilities
+        (the temperature dividing the hidden states when the teacher splits)."""
         if self.teacher_cache is not None:  # the stored target: top-k + tail, perturbation already applied
-            return self.teacher_cache.targets(inputs), None, None
+            return TeacherOutputs(CachedTeacherSide(self.teacher_cache.targets(inputs)))
+        args = self.args
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         with self.accelerator.autocast():  # as the plain forward (prepare_model wraps it) under bf16/fp16
-            if self.token_swapper is not None and self.args.alpha_kd > 0:
-                # counterfactual role reversal: x and the swapped rows of x̃ in one teacher forward
-                logprobs, hidden, n_swapped = role_reversed_teacher_targets(
-                    self.teacher, model_inputs, self.token_swapper, temperature=self.args.temperature,
-                    mode=self.args.perturbation, lam=self.args.perturbation_lambda, need_hidden=need_hidden,
-                    split=self._teacher_split)
-                return logprobs, hidden, n_swapped
-            if self._teacher_split is not None:  # the temperature divides the hidden states, not the logits
-                body, head = self._teacher_split
-                out = body(**model_inputs, output_hidden_states=need_hidden)
-                logprobs = output_log_probs(head, out.last_hidden_state, self.args.temperature)
-            else:
-                out = self.teacher(**model_inputs, output_hidden_states=need_hidden)
-                logprobs = teacher_log_probs(out.logits, self.args.temperature, inplace=True)
-        hidden = out.hidden_states[-1] if need_hidden else None
-        return logprobs, hidden, None
+            return run_teacher(self.teacher, model_inputs, temperature=args.temperature, split=self._teacher_split,
+                               swapper=self.token_swapper if args.alpha_kd > 0 else None, mode=args.perturbation,
+                               lam=args.perturbation_lambda, need_hidden=need_hidden, lazy=lazy)
 
-    @torch.no_grad()
-    def teacher_side(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
-                     ) -> tuple[TeacherSide, torch.Tensor | None, int | None]:
-        """The teacher's final hidden states (on x, and on x̃ under CRR) for the fused loss, its last hidden states
-        if asked and the number of swapped rows: :meth:`_teacher_forward` without the ``[B, T, V]`` log-probs."""
-        body, head = self._teacher_split
-        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        with self.accelerator.autocast():
-            if self.token_swapper is not None and self.args.alpha_kd > 0:
-                swapper = self.token_swapper
-                states, cf_states, slot, hidden, n_swapped = role_reversed_teacher_states(
-                    body, model_inputs, swapper, need_hidden=need_hidden)
-                cf = Counterfactual(cf_states, slot, swapper.perm, swapper.gendered_ids, self.args.perturbation,
-                                    self.args.perturbation_lambda)
-                return TeacherSide(states, head, self.args.temperature, cf), hidden, n_swapped
-            out = body(**model_inputs, output_hidden_states=need_hidden)
-        hidden = out.hidden_states[-1] if need_hidden else None
-        return TeacherSide(out.last_hidden_state, head, self.args.temperature), hidden, None
-
-    def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
-        """:meth:`distillation_step_loss` through both output layers in chunks of positions
-        (:mod:`distill.distillation.fused_loss`): the same loss and gradients without any ``[B, T, V]`` tensor (the student's
-        outputs hold no logits). ``None`` where it does not apply (``loss_chunk_size: off``, an output layer that
-        does not split off)."""
-        args = self.args
-        cached = self.teacher_cache is not None
-        if self._student_head is None or (
-                not cached and self._teacher_split is None and (args.alpha_kd > 0 or args.alpha_cos > 0)):
-            return None
-        model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits(inputs["labels"].device))
-        teacher, teacher_hidden, n_swapped = None, None, None
-        if cached and args.alpha_kd > 0:  # the stored target; alpha_cos is refused with a cache
-            teacher = CachedTeacherSide(self.teacher_cache.targets(inputs))
-        elif args.alpha_kd > 0 or args.alpha_cos > 0:
-            teacher, teacher_hidden, n_swapped = self.teacher_side(inputs, need_hidden=args.alpha_cos > 0)
-        with self.accelerator.autocast():
-            loss, parts = fused_distillation_loss(
-                outputs.hidden_states[-1], self._student_head, teacher, inputs["labels"], inputs.get("attention_mask"),
-                temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
-                teacher_hidden=teacher_hidden, per_row=per_row,
-                chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size, **args.kd_kwargs())
-        if n_swapped is not None:
-            parts["crr_swapped_share"] = torch.tensor(n_swapped / model_inputs["input_ids"].size(0))
-        return loss, parts, outputs
+    def teacher_targets(self, inputs: dict[str, torch.Tensor], need_hidden: bool = False
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch's whole target — ``[B, T, V]`` temperature-softened (perturbed) log-probabilities, or the
+        cache's sparse target — and the last hidden states if asked: :meth:`teacher_outputs` read at once
+        (what :mod:`distill.distillation.teacher_cache` stores)."""
+        side, hidden, _ = self.teacher_outputs(inputs, need_hidden)
+        return side.log_probs(), hidden
 
     # ------------------------------------------------------------------------------------------------
     # loss
     # ------------------------------------------------------------------------------------------------
+    def uses_fused_loss(self) -> bool:
+        """Whether the loss runs through both output layers in chunks (:mod:`distill.distillation.fused_loss`):
+        the student's output layer splits off (``loss_chunk_size`` not ``off``, no sharding), and so does the
+        teacher's when a term reads the teacher and there is no cache."""
+        args = self.args
+        return self._student_head is not None and (
+            self.teacher_cache is not None or self._teacher_split is not None
+            or (args.alpha_kd == 0 and args.alpha_cos == 0))
+
+    def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
+        """:meth:`distillation_step_loss` through the fused loss, or ``None`` where it does not apply
+        (:meth:`uses_fused_loss`)."""
+        return self.distillation_step_loss(model, inputs, per_row) if self.uses_fused_loss() else None
+
     def distillation_step_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False,
                                fused: bool = True):
         """Student and teacher forward on a batch, and ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)``.
@@ -302,26 +271,37 @@ class DistillationTrainer(Trainer):
         Returns ``(loss, parts, student_outputs)``: the loss is the mean over the batch's counted tokens, or with
         ``per_row=True`` one loss per row ``[B]`` (each row's own token mean: what DP-SGD clips); ``parts`` are
         the detached batch means of the terms (and ``crr_swapped_share`` with role reversal). ``fused``: through
-        :meth:`fused_loss` where it applies (its outputs hold no logits)."""
-        result = self.fused_loss(model, inputs, per_row) if fused else None
-        if result is not None:
-            return result
+        both output layers in chunks where :meth:`uses_fused_loss`
+        (:func:`~distill.distillation.fused_loss.fused_distillation_loss`: the same loss and gradients without any
+        ``[B, T, V]`` tensor; the student's outputs hold no logits), else through the logits
+        (:func:`~distill.distillation.losses.distillation_loss`)."""
         args = self.args
+        fused = fused and self.uses_fused_loss()
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        outputs = model(**model_inputs, output_hidden_states=need_hidden)
-        teacher_logprobs, teacher_hidden, n_swapped = None, None, None
-        if args.alpha_kd > 0 or need_hidden:
-            teacher_logprobs, teacher_hidden, n_swapped = self._teacher_forward(inputs, need_hidden)
-        loss, parts = distillation_loss(
-            outputs.logits, teacher_logprobs, inputs["labels"], inputs.get("attention_mask"),
-            temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm, alpha_cos=args.alpha_cos,
-            student_hidden=outputs.hidden_states[-1] if need_hidden else None, teacher_hidden=teacher_hidden,
-            **args.kd_kwargs(),
-            per_row=per_row,
-        )
-        if n_swapped is not None:
-            parts["crr_swapped_share"] = torch.tensor(n_swapped / model_inputs["input_ids"].size(0))
+        if fused:
+            outputs = model(**model_inputs, output_hidden_states=True,
+                            logits_to_keep=no_logits(inputs["labels"].device))
+        else:
+            outputs = model(**model_inputs, output_hidden_states=need_hidden)
+        teacher = TeacherOutputs()
+        if args.alpha_kd > 0 or need_hidden:  # (a teacher cache refuses alpha_cos)
+            teacher = self.teacher_outputs(inputs, need_hidden, lazy=fused)
+        kw = dict(temperature=args.temperature, alpha_kd=args.alpha_kd, alpha_lm=args.alpha_lm,
+                  alpha_cos=args.alpha_cos, teacher_hidden=teacher.hidden, per_row=per_row, **args.kd_kwargs())
+        if fused:
+            with self.accelerator.autocast():
+                loss, parts = fused_distillation_loss(
+                    outputs.hidden_states[-1], self._student_head, teacher.side, inputs["labels"],
+                    inputs.get("attention_mask"),
+                    chunk_size=None if args.loss_chunk_size == "auto" else args.loss_chunk_size, **kw)
+        else:
+            loss, parts = distillation_loss(
+                outputs.logits, teacher.side.log_probs() if teacher.side is not None else None, inputs["labels"],
+                inputs.get("attention_mask"), student_hidden=outputs.hidden_states[-1] if need_hidden else None,
+                **kw)
+        if teacher.n_swapped is not None:
+            parts["crr_swapped_share"] = torch.tensor(teacher.n_swapped / model_inputs["input_ids"].size(0))
         return loss, parts, outputs
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
