@@ -36,7 +36,7 @@ from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
 from .teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
-from .data import DistillationCollator
+from ..text_data import DistillationCollator
 from ..errors import ConfigError
 from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
 from ..outputs import CONFIG_FILENAME
@@ -88,7 +88,7 @@ class DistillationTrainer(Trainer):
             student_tokenizer = maybe_load_tokenizer(args.student_model_name_or_path, args.trust_remote_code)
         elif model is None:
             model = build_student(teacher_model, num_layers=args.student_num_layers, layers=args.student_layers)
-        check_compatible(teacher_model, model, processing_class, student_tokenizer)
+        check_compatible(teacher_model, model, processing_class, student_tokenizer, alpha_cos=args.alpha_cos)
         if data_collator is None:
             data_collator = DistillationCollator(pad_token_id=processing_class.pad_token_id)
 
