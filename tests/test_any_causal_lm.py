@@ -299,7 +299,8 @@ def test_dp_sgd_runs_in_each_mode(crr_trainers, tmp_path, arch, mode):
     data = crr.train_dataset
     if mode == "ghost":  # ghost clips rows: each row its own record (no counterfactual row grouped with it)
         data = data.remove_columns("record_id")
-    trainer = _twin(crr, tmp_path, train_dataset=data, dp_mode=mode, alpha_cos=0.0, **DP)
+    # KD on the CRR data (fast and hooks: records with their counterfactual rows); no token swapper to build
+    trainer = _twin(crr, tmp_path, train_dataset=data, dp_mode=mode, alpha_cos=0.0, perturbation="none", **DP)
     student = trainer.model
     assert not student.lm_head.weight.requires_grad and not student.model.embed_tokens.weight.requires_grad
     norm = student.model.layers[0].input_layernorm
