@@ -3,7 +3,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.errors import ConfigError, IncompatibleModelsError
-from distill.distillation.student import build_student, check_compatible, default_layer_selection
+from distill.distillation.student import build_student, check_compatible, default_layer_selection, student_config
 
 
 def _gpt2(n_layer=12, vocab=97, n_embd=16):
@@ -55,3 +55,28 @@ def test_vocab_mismatch_is_a_clear_error(gpt2_tok):
     other = type(gpt2_tok)(vocab={"a": 0, "b": 1, "<|endoftext|>": 2}, merges=[])
     with pytest.raises(IncompatibleModelsError, match="tokenizers map tokens to different ids"):
         check_compatible(_gpt2(), _gpt2(), gpt2_tok, other)
+
+
+def test_alpha_cos_needs_one_hidden_width():
+    teacher, narrow = _gpt2(n_layer=2, n_embd=16), _gpt2(n_layer=2, n_embd=8)
+    check_compatible(teacher, narrow)  # another size is fine for KD
+    with pytest.raises(ConfigError, match="alpha_cos compares the last hidden states.*16 wide.*8"):
+        check_compatible(teacher, narrow, alpha_cos=1.0)
+    check_compatible(teacher, _gpt2(n_layer=1, n_embd=16), alpha_cos=1.0)
+
+
+def test_student_config_keeps_per_layer_fields_consistent():
+    from transformers import Qwen2Config
+
+    cfg = Qwen2Config(num_hidden_layers=6, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                      num_key_value_heads=1, use_sliding_window=True, sliding_window=4, max_window_layers=3)
+    cfg.mlp_only_layers = [1, 4]  # a list of layer indices (as in MoE configs)
+    assert cfg.layer_types == ["full_attention"] * 3 + ["sliding_attention"] * 3
+    out = student_config(cfg, [0, 2, 4, 5])
+    assert out.num_hidden_layers == 4 and cfg.num_hidden_layers == 6  # a copy
+    assert out.layer_types == ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+    assert out.max_window_layers == 2  # the two chosen layers below 3
+    assert out.mlp_only_layers == [2]  # teacher layer 4 is student layer 2
+    cfg.layer_types = cfg.layer_types[:5]
+    with pytest.raises(ConfigError, match="layer_types has 5 entries for 6 layers"):
+        student_config(cfg, [0, 1])

@@ -4,6 +4,14 @@ The student keeps the teacher's embeddings (token and position), final norm and 
 subset of the teacher's transformer blocks in order. For GPT-2 (12 blocks) -> 6 blocks the default is
 DistilGPT-2's selection 0, 2, 4, 7, 9, 11; for other depths an even spread that always keeps the first
 and the last block.
+
+Any causal LM whose blocks are one ``nn.ModuleList`` (GPT-2's ``transformer.h``; Llama's, Qwen2's and Mistral's
+``model.layers``) is handled: the student has the teacher's class and config with the depth field
+(``n_layer`` / ``num_hidden_layers``) set to the number of chosen blocks and the per-layer fields kept consistent
+with the choice (:func:`student_config`): per-layer lists (``layer_types``, e.g. Qwen2's full vs sliding-window
+attention) keep the chosen entries, lists of layer indices (``mlp_only_layers``) are renumbered, and Qwen2's
+``max_window_layers`` (layers from that index on use the sliding window) becomes the number of chosen layers
+below it. Rotary position and grouped-query attention need nothing beyond the blocks' own weights.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ def _blocks(model: nn.Module) -> tuple[nn.Module, str]:
             return base, name
     raise ConfigError(
         f"Cannot find the transformer blocks of {type(model).__name__}: building a student by layer copy "
-        "supports GPT-2-style models; pass student_model_name_or_path to use your own student."
+        "needs the blocks in one ModuleList (GPT-2, Llama, Qwen2, Mistral, ...): pass student_model_name_or_path "
+        "to use your own student."
     )
 
 
@@ -48,6 +57,34 @@ def _num_layers_key(config) -> str:
         if hasattr(config, key):
             return key
     raise ConfigError(f"Cannot tell the depth of a {type(config).__name__}.")
+
+
+# config fields holding one entry per layer, and fields holding a list of layer indices
+_PER_LAYER_FIELDS = ("layer_types", "no_rope_layers", "sliding_window_layers", "swa_layers")
+_LAYER_INDEX_FIELDS = ("mlp_only_layers",)
+
+
+def student_config(config, layers: list[int]):
+    """A copy of the teacher's ``config`` for a student made of the teacher blocks ``layers`` (in order)."""
+    key = _num_layers_key(config)
+    depth = getattr(config, key)
+    config = copy.deepcopy(config)
+    setattr(config, key, len(layers))
+    for name in _PER_LAYER_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, (list, tuple)):
+            if len(value) != depth:
+                raise ConfigError(f"The teacher's config.{name} has {len(value)} entries for {depth} layers: "
+                                  "fix the teacher's config.")
+            setattr(config, name, [value[i] for i in layers])
+    for name in _LAYER_INDEX_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, (list, tuple)):
+            setattr(config, name, [j for j, i in enumerate(layers) if i in value])
+    threshold = getattr(config, "max_window_layers", None)
+    if isinstance(threshold, int):
+        config.max_window_layers = sum(1 for i in layers if i < threshold)
+    return config
 
 
 def build_student(teacher: nn.Module, num_layers: int | None = None,
@@ -63,10 +100,7 @@ def build_student(teacher: nn.Module, num_layers: int | None = None,
         raise ConfigError(
             f"student_layers {layers} must be non-empty indices in [0, {teacher_depth - 1}] of the teacher's blocks."
         )
-    config = copy.deepcopy(teacher.config)
-    setattr(config, key, len(layers))
-    if hasattr(config, "layer_types") and isinstance(config.layer_types, list):
-        config.layer_types = [config.layer_types[i] for i in layers]
+    config = student_config(teacher.config, layers)
     student = type(teacher)(config)
     student.to(dtype=torch.float32)
 
@@ -93,8 +127,18 @@ def build_student(teacher: nn.Module, num_layers: int | None = None,
     return student
 
 
-def check_compatible(teacher: nn.Module, student: nn.Module, teacher_tokenizer=None, student_tokenizer=None) -> None:
-    """Raise :class:`IncompatibleModelsError` unless teacher and student predict over the same vocabulary."""
+def hidden_width(model: nn.Module) -> int:
+    """The width of the last hidden state (what the output layer reads): the ``alpha_cos`` term compares it."""
+    return int(model.get_output_embeddings().weight.shape[-1])
+
+
+def check_compatible(teacher: nn.Module, student: nn.Module, teacher_tokenizer=None, student_tokenizer=None,
+                     alpha_cos: float = 0.0) -> None:
+    """Raise unless teacher and student can be distilled one into the other.
+
+    Both must predict over the same vocabulary with one tokenizer (:class:`IncompatibleModelsError`); their
+    architectures and sizes may differ. With ``alpha_cos > 0`` their last hidden states must have one width
+    (:class:`ConfigError`)."""
     t_vocab = teacher.get_output_embeddings().weight.shape[0]
     s_vocab = student.get_output_embeddings().weight.shape[0]
     if t_vocab != s_vocab:
@@ -109,3 +153,8 @@ def check_compatible(teacher: nn.Module, student: nn.Module, teacher_tokenizer=N
                 "Teacher and student tokenizers map tokens to different ids: both must share one tokenizer. "
                 "Set tokenizer_name_or_path to the teacher's tokenizer and use a student trained with it."
             )
+    if alpha_cos > 0 and hidden_width(teacher) != hidden_width(student):
+        raise ConfigError(
+            f"alpha_cos compares the last hidden states, but the teacher's are {hidden_width(teacher)} wide and the "
+            f"student's {hidden_width(student)}: set alpha_cos to 0 or use a student of the teacher's hidden size."
+        )

@@ -93,7 +93,7 @@ class DistillationTrainer(Trainer):
             student_tokenizer = maybe_load_tokenizer(args.student_model_name_or_path, args.trust_remote_code)
         elif model is None:
             model = build_student(teacher_model, num_layers=args.student_num_layers, layers=args.student_layers)
-        check_compatible(teacher_model, model, processing_class, student_tokenizer)
+        check_compatible(teacher_model, model, processing_class, student_tokenizer, alpha_cos=args.alpha_cos)
         if data_collator is None:
             data_collator = DistillationCollator(pad_token_id=processing_class.pad_token_id)
 

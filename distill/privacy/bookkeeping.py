@@ -7,16 +7,22 @@ the backward pass costs about one activation backward. From ``(a, g)``:
 
 * per-record squared gradient norms, per layer, by whichever is cheaper for its shape —
   the ghost-norm identity ``‖Σ_t a_t g_tᵀ‖² = Σ_{t,t'} (a_t·a_t')(g_t·g_t')`` (cost ``T²·(d_in+d_out)``) or
-  the per-record gradient ``Σ_t a_t g_tᵀ`` itself (cost ``T·d_in·d_out``); LayerNorm and bias gradients
-  directly;
+  the per-record gradient ``Σ_t a_t g_tᵀ`` itself (cost ``T·d_in·d_out``); norm-layer and bias gradients
+  directly: LayerNorm's weight ``Σ_t x̂_t ⊙ g_t`` with ``x̂ = (x − mean(x)) / √(var(x) + ε)`` and bias ``Σ_t g_t``;
+  RMSNorm's weight ``Σ_t x̂_t ⊙ g_t`` with ``x̂ = x / √(mean(x²) + ε)`` (no bias; the same for Gemma's ``(1 + w)``
+  scaling);
 * clipping factors ``c_r = min(1, C / ‖∇ℓ_r‖)`` from the total per-record norm over all layers;
 * the clipped sum ``Σ_r c_r ∇ℓ_r`` per layer as one matmul/einsum.
 
 Rows of one record (see :class:`~distill.privacy.records.RecordLayout`) are concatenated along the token
 axis, so a record and its counterfactual copy get one gradient and one clipping factor.
 
-Supported trainable layers: ``nn.Linear``, GPT-2's ``Conv1D`` (weight ``[d_in, d_out]``) and
-``nn.LayerNorm``. Embeddings must be frozen (the DP engine freezes them: they are the public teacher's).
+Supported trainable layers: ``nn.Linear`` (with or without bias), GPT-2's ``Conv1D`` (weight ``[d_in, d_out]``),
+``nn.LayerNorm``, and RMSNorm — torch's ``nn.RMSNorm`` and the per-architecture classes of transformers
+(``LlamaRMSNorm``, ``Qwen2RMSNorm``, ``MistralRMSNorm``, ...: a class whose name ends with ``RMSNorm``, with a
+``weight`` and ``variance_epsilon`` or ``eps``). Anything else that is trainable is refused with a pointer to
+``dp_mode hooks``, whose opacus per-sample gradients fall back to functorch for any layer. Embeddings and
+the output layer must be frozen (the DP engine freezes them: they are the public teacher's).
 """
 
 from __future__ import annotations
@@ -34,6 +40,35 @@ from .records import RecordLayout
 SUPPORTED_LAYERS = (nn.Linear, Conv1D, nn.LayerNorm)
 
 
+def rms_norm_eps(module: nn.Module) -> float | None:
+    """ε of an RMSNorm layer the fast clipper handles, or ``None`` when ``module`` is not one.
+
+    ``nn.RMSNorm`` and transformers' ``*RMSNorm`` classes: a 1-or-more-dimensional ``weight`` as the only
+    trainable parameter and ``variance_epsilon`` or ``eps`` (``eps=None``: the dtype's machine epsilon)."""
+    if not type(module).__name__.endswith("RMSNorm"):
+        return None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, nn.Parameter):
+        return None
+    if any(p is not weight for p in module.parameters(recurse=False) if p.requires_grad):
+        return None
+    for attr in ("variance_epsilon", "eps"):
+        if hasattr(module, attr):
+            eps = getattr(module, attr)
+            return float(torch.finfo(torch.float32).eps if eps is None else eps)
+    return None
+
+
+def _kind(module: nn.Module) -> str | None:
+    if isinstance(module, nn.LayerNorm):
+        return "layernorm"
+    if isinstance(module, (nn.Linear, Conv1D)):
+        return "linear"
+    if rms_norm_eps(module) is not None:
+        return "rmsnorm"
+    return None
+
+
 def _as_3d(x: torch.Tensor) -> torch.Tensor:
     """``[B, d]`` → ``[B, 1, d]``; ``[B, ..., d]`` → ``[B, T, d]``."""
     if x.dim() == 2:
@@ -42,7 +77,7 @@ def _as_3d(x: torch.Tensor) -> torch.Tensor:
 
 
 class BookKeepingClipper:
-    """Per-record clipped gradient sums for a model's trainable Linear/Conv1D/LayerNorm layers.
+    """Per-record clipped gradient sums for a model's trainable Linear/Conv1D/LayerNorm/RMSNorm layers.
 
     Usage::
 
@@ -56,15 +91,19 @@ class BookKeepingClipper:
 
     def __init__(self, model: nn.Module):
         self.layers: list[tuple[str, nn.Module]] = []
+        self._kinds: dict[nn.Module, str] = {}
         for name, module in model.named_modules():
             own = [p for p in module.parameters(recurse=False) if p.requires_grad]
             if not own:
                 continue
-            if not isinstance(module, SUPPORTED_LAYERS):
+            kind = _kind(module)
+            if kind is None:
                 raise DistillError(
-                    f"dp_mode fast computes per-record gradients for Linear, Conv1D and LayerNorm layers; "
-                    f"'{name}' ({type(module).__name__}) has trainable parameters. Freeze it or use dp_mode hooks."
+                    f"dp_mode fast computes per-record gradients for Linear, Conv1D, LayerNorm and RMSNorm layers; "
+                    f"'{name}' ({type(module).__name__}) has trainable parameters: freeze it or use dp_mode hooks "
+                    "(opacus per-sample gradients, any layer)."
                 )
+            self._kinds[module] = kind
             self.layers.append((name, module))
         if not self.layers:
             raise DistillError("The student has no trainable parameters to train with DP.")
@@ -126,6 +165,16 @@ class BookKeepingClipper:
                 norm2 = norm2 + gr.reshape(gr.shape[0], -1).pow(2).sum(1)
         return norm2, (gw, gb)
 
+    @staticmethod
+    def _rmsnorm_grads(module, a, g, layout: RecordLayout):
+        eps = rms_norm_eps(module)
+        nd = module.weight.dim()
+        dims_norm = tuple(range(a.dim() - nd, a.dim()))
+        xhat = a * torch.rsqrt(a.pow(2).mean(dim=dims_norm, keepdim=True) + eps)
+        dims = tuple(range(1, a.dim() - nd))
+        gw = layout.sum_rows((xhat * g).sum(dim=dims))
+        return gw.reshape(gw.shape[0], -1).pow(2).sum(1), (gw, None)
+
     # ---- the step --------------------------------------------------------------------------------------
     def clip_and_accumulate(self, per_row_loss: torch.Tensor, layout: RecordLayout, max_grad_norm: float,
                             summed: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +199,11 @@ class BookKeepingClipper:
         for (module, a, out), g in zip(captured, grads_out):
             if g is None:
                 g = torch.zeros_like(out)
-            if isinstance(module, nn.LayerNorm):
+            kind = self._kinds[module]
+            if kind == "layernorm":
                 n2, parts = self._layernorm_grads(module, a.float(), g.float(), layout)
+            elif kind == "rmsnorm":
+                n2, parts = self._rmsnorm_grads(module, a.float(), g.float(), layout)
             else:
                 n2, parts = self._linear_norms(module, _as_3d(a).float(), _as_3d(g).float(), layout)
             norm2 = n2 if norm2 is None else norm2 + n2
@@ -161,9 +213,9 @@ class BookKeepingClipper:
         row_factors = layout.per_row(factors)
 
         for module, a, g, parts in stash:
-            if isinstance(module, nn.LayerNorm):
+            if self._kinds[module] in ("layernorm", "rmsnorm"):
                 gw, gb = parts
-                updates = [(module.weight, gw), (module.bias, gb)]
+                updates = [(module.weight, gw), (getattr(module, "bias", None), gb)]
                 updates = [(p, torch.einsum("r,r...->...", factors, gr)) for p, gr in updates
                            if p is not None and p.requires_grad]
             else:
