@@ -9,7 +9,8 @@ import pytest
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from distill.commands.federated import LocalDistillation, load_configs  # noqa: E402
+from distill.commands.federated import load_configs  # noqa: E402
+from distill.federated.local_training import LocalDistillation  # noqa: E402
 from distill.federated.config import FederatedConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
