@@ -27,6 +27,7 @@ ACCEPTS_EXTRA = True
 
 COMPARE_RUNS = (("uniform", "static"), ("activity", "static"), ("uniform", "continual"), ("activity", "continual"))
 
+
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="YAML: distill train keys + a federated: section.")
     parser.add_argument("--compare", action="store_true",
