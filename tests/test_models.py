@@ -23,7 +23,8 @@ def test_builds_from_the_teacher_by_default(tiny_args):
     teacher, student, tok = build_models(tiny_args(student_num_layers=2, student_layers=None))
     assert teacher.config.n_layer == 4 and student.config.n_layer == 2
     assert student.config.distill_teacher_layers == [0, 3] and tok.pad_token is not None
-    teacher, student, _ = build_models(tiny_args(student_num_layers=None, student_layers=[1, 2, 3], teacher_dtype="bfloat16"))
+    args = tiny_args(student_num_layers=None, student_layers=[1, 2, 3], teacher_dtype="bfloat16")
+    teacher, student, _ = build_models(args)
     assert student.config.distill_teacher_layers == [1, 2, 3]
     assert teacher.dtype == torch.bfloat16 and student.dtype == torch.float32
 
