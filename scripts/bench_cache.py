@@ -26,105 +26,12 @@ import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import torch  # noqa: E402
 
-#: the recipe's loss without the hidden-state term (which a cache cannot serve)
-CACHE_RECIPE = dict(temperature=2.0, alpha_kd=5.0, alpha_lm=2.0, alpha_cos=0.0, optim="adamw_torch", learning_rate=1e-4)
+from bench_common import (  # noqa: E402  (scripts/, next to this file)
+    CACHE_RECIPE, bench_cache, bench_cache_real_shapes, environment, make_teacher)
+
 TARGETS = {"cached_kd_vs_kd": (0.75, True), "cached_crr_vs_cached_kd": (1.05, True)}
-
-
-def _trainer(teacher_dir: str, workdir: str, name: str, dataset, student_layers: int = 2, **extra):
-    from transformers.utils import logging as hf_logging
-
-    from distill.distillation.config import DistillationConfig
-    from distill.distillation.trainer import DistillationTrainer
-
-    hf_logging.set_verbosity_error()
-    args = DistillationConfig(output_dir=os.path.join(workdir, name), teacher_model_name_or_path=teacher_dir,
-                              student_num_layers=student_layers, per_device_train_batch_size=len(dataset),
-                              use_cpu=not torch.cuda.is_available(), report_to="none", seed=0, disable_tqdm=True,
-                              **{**CACHE_RECIPE, **extra})
-    trainer = DistillationTrainer(args=args, train_dataset=dataset)
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1
-    return trainer
-
-
-def cache_contenders(teacher_dir: str, workdir: str, batch: int, seq: int, top_k: int, student_layers: int = 2
-                     ) -> tuple[dict, dict, dict]:
-    """``(trainers, batches, info)``: online KD and the cached KD / CRR trainers, each with its own batch (the
-    cached ones carry the ``cache_row`` column), and the caches' size."""
-    from bench_crr import make_rows
-    from datasets import Dataset
-
-    from distill.builtin.corpus import CorpusSpec, generate_corpus
-    from distill.model_loading import load_tokenizer
-    from distill.distillation.teacher_cache import build_teacher_cache
-
-    tok = load_tokenizer(teacher_dir)
-    rows = make_rows(tok, generate_corpus(CorpusSpec(num_documents=max(64, 8 * batch), seed=1)), batch, seq)
-    dataset = Dataset.from_dict({"input_ids": rows})
-    trainers = {"kd": _trainer(teacher_dir, workdir, "kd", dataset, student_layers)}
-    info = {}
-    for name, extra in (("cached_kd", {}), ("cached_crr", {"perturbation": "mean"})):
-        online = trainers["kd"] if not extra else _trainer(teacher_dir, workdir, name + "-online", dataset,
-                                                           student_layers, **extra)
-        cache = os.path.join(workdir, name + "-cache")
-        manifest = build_teacher_cache(online, cache, top_k=top_k, progress=False)
-        info[name] = {"bytes_per_token": manifest.bytes_per_token, "top_k": manifest.top_k}
-        trainers[name] = _trainer(teacher_dir, workdir, name, dataset, student_layers, teacher_cache=cache, **extra)
-    state = trainers["kd"].model.state_dict()
-    batches = {}
-    for name, t in trainers.items():
-        t.model.load_state_dict(state)
-        t.model.train()
-        collated = t.data_collator([t.train_dataset[i] for i in range(len(t.train_dataset))])
-        batches[name] = t._prepare_inputs(collated)
-    return trainers, batches, info
-
-
-def time_round_robin(trainers: dict, batches: dict, steps: int, repeat: int, warmup: int):
-    from bench import Timings, timed_step
-
-    for name, t in trainers.items():
-        for _ in range(warmup):
-            timed_step(t, batches[name])
-    rounds = []
-    for i in range(repeat):
-        order = list(trainers) if i % 2 == 0 else list(reversed(trainers))
-        rounds.append({n: [timed_step(trainers[n], batches[n]) for _ in range(steps)] for n in order})
-    return Timings(rounds)
-
-
-def bench_cache(teacher_dir: str, workdir: str, *, batch: int = 8, seq: int = 64, top_k: int = 64, steps: int = 3,
-                repeat: int = 8, warmup: int = 2, student_layers: int = 2) -> dict:
-    """The cache comparisons for one teacher: ratios, median step seconds and bytes per token."""
-    trainers, batches, info = cache_contenders(teacher_dir, workdir, batch, seq, top_k, student_layers)
-    timings = time_round_robin(trainers, batches, steps, repeat, warmup)
-    return {"cached_kd_vs_kd": timings.ratio("cached_kd", "kd"),
-            "cached_crr_vs_cached_kd": timings.ratio("cached_crr", "cached_kd"),
-            "cache_bytes_per_token": info["cached_kd"]["bytes_per_token"], "cache_top_k": info["cached_kd"]["top_k"],
-            "cache_step_seconds": {n: timings.median(n) for n in trainers}}
-
-
-def bench_cache_real_shapes(workdir: str, *, batch: int, seq: int, top_k: int = 64, steps: int = 3, repeat: int = 4,
-                            warmup: int = 1) -> dict:
-    """``cached_kd_vs_kd`` for GPT-2 (12 x 768, 50257) -> 6 layers at ``batch x seq``, random weights."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from distill.builtin.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    torch.manual_seed(0)
-    teacher_dir = os.path.join(workdir, "gpt2-shape-cache")
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.eos_token_id)).save_pretrained(teacher_dir)
-    tok.save_pretrained(teacher_dir)
-    r = bench_cache(teacher_dir, workdir, batch=batch, seq=seq, top_k=top_k, steps=steps, repeat=repeat,
-                    warmup=warmup, student_layers=6)
-    return {"batch": batch, "seq": seq, **r}
 
 
 def verdicts(result: dict) -> dict:
@@ -155,9 +62,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--gpu-batch", type=int, default=8)
     ap.add_argument("--gpu-seq", type=int, default=512)
     a = ap.parse_args(argv)
-    from bench import environment
-    from bench_dp import make_teacher
-
     from distill.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()

@@ -31,23 +31,12 @@ from distill.distillation.config import DistillationConfig  # noqa: E402
 from distill.counterfactual.cda import apply_cda  # noqa: E402
 from distill.counterfactual.lexicon import load_lexicon  # noqa: E402
 from distill.counterfactual.swap import GenderSwapper  # noqa: E402
-from distill.distillation.data import DistillationCollator  # noqa: E402
+from distill.text_data import DistillationCollator  # noqa: E402
 from distill.builtin.corpus import FILLER, CorpusSpec, generate_corpus  # noqa: E402
-from distill.model_loading import gpt2_tokenizer  # noqa: E402
+from distill.builtin.tokenizer import gpt2_tokenizer  # noqa: E402
 from distill.distillation.student import build_student  # noqa: E402
 from distill.distillation.trainer import DistillationTrainer  # noqa: E402
-
-
-def make_rows(tok, texts, n, seq_len):
-    """``n`` rows of exactly ``seq_len`` tokens, each from consecutive ``texts``."""
-    rows, cur, i = [], [], 0
-    while len(rows) < n:
-        cur += tok(" " + texts[i % len(texts)])["input_ids"]
-        i += 1
-        if len(cur) >= seq_len:
-            rows.append(cur[:seq_len])
-            cur = []
-    return rows
+from bench_common import make_rows  # noqa: E402  (scripts/, next to this file)
 
 
 def step(trainer, batch):

@@ -23,46 +23,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from bench_common import MODES, make_teacher, make_trainer, measure_memory, one_step, peak_memory  # noqa: E402
 from distill.runtime import tune_cpu_allocator  # noqa: E402
-
-MODES = ("non-dp", "non-dp-frozen", "fast", "hooks", "ghost")
-
-
-def make_trainer(mode: str, teacher_dir: str, batch: int, workdir: str, teacher_model=None, **extra):
-    """A trainer for ``mode`` (see MODES); ``extra`` are further DistillationConfig keys. ``teacher_model``: an
-    already loaded teacher to share between trainers (default: loaded from ``teacher_dir``)."""
-    from transformers.utils import logging as hf_logging
-
-    from distill.distillation.config import DistillationConfig
-    from distill.distillation.trainer import DistillationTrainer
-
-    hf_logging.set_verbosity_error()
-    dp = {} if mode.startswith("non-dp") else dict(dp_enabled=True, dp_mode=mode, dp_noise_multiplier=1.0,
-                                                   packing=False)
-    keys = dict(output_dir=os.path.join(workdir, mode), teacher_model_name_or_path=teacher_dir,
-                student_num_layers=2, per_device_train_batch_size=batch, learning_rate=1e-4,
-                use_cpu=not torch.cuda.is_available(), report_to="none", seed=0, disable_tqdm=True, **dp)
-    args = DistillationConfig(**{**keys, **extra})
-    trainer = DistillationTrainer(args=args, teacher_model=teacher_model)
-    if mode == "non-dp-frozen":
-        from distill.privacy import freeze_embeddings
-
-        freeze_embeddings(trainer.model)
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
-    if trainer.privacy is not None:
-        trainer.privacy.resolve(num_records=10_000, world_size=1)
-    return trainer
 
 
 def make_batch(trainer, batch: int, seq: int):
@@ -71,36 +40,6 @@ def make_batch(trainer, batch: int, seq: int):
     g = torch.Generator().manual_seed(0)
     rows = [{"input_ids": torch.randint(0, 50257, (seq,), generator=g).tolist(), "record_id": i} for i in range(batch)]
     return DistillationCollator(pad_token_id=trainer.processing_class.pad_token_id)(rows)
-
-
-def one_step(trainer, inputs) -> float:
-    t = time.perf_counter()
-    trainer.training_step(trainer.model, inputs)
-    trainer.optimizer.step()
-    trainer.model.zero_grad(set_to_none=True)
-    return time.perf_counter() - t
-
-
-def make_teacher(path: str) -> str:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from distill.builtin.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=4, n_head=4,
-                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def _vm_kb(key: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
 
 
 def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extra: dict | None = None) -> None:
@@ -116,50 +55,6 @@ def memory_child(mode: str, teacher: str, batch: int, seq: int, steps: int, extr
         return trainer, make_batch(trainer, batch, seq)
 
     print(json.dumps({"mode": mode, **peak_memory(build, steps)}))
-
-
-def peak_memory(build, steps: int) -> dict:
-    """Peak memory of ``steps`` training steps of the ``(trainer, inputs)`` that ``build(workdir)`` returns, in
-    this (fresh) process: see :func:`memory_child`."""
-    import opacus  # noqa: F401  (imported up front so that no mode's peak counts library imports)
-
-    import distill.privacy  # noqa: F401
-    import distill.distillation.trainer  # noqa: F401
-
-    # glibc's allocator is left at its defaults here (no tune_cpu_allocator): with raised mmap/trim thresholds
-    # freed tensors stay in the heap, and RSS would report what was once used instead of what is live
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    cuda = torch.cuda.is_available()
-    base = _vm_kb("VmRSS")
-    with tempfile.TemporaryDirectory() as work:
-        trainer, inputs = build(work)
-        one_step(trainer, inputs)  # optimizer state etc. exist from here on
-        rest = _vm_kb("VmRSS")
-        rest_cuda = torch.cuda.memory_allocated() if cuda else 0
-        with open("/proc/self/clear_refs", "w") as fh:  # reset the peak-RSS high-water mark (Linux)
-            fh.write("5")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(steps):
-            one_step(trainer, inputs)
-        peak = _vm_kb("VmHWM")
-        result = {"base_rss_mb": base / 1024, "rest_rss_mb": rest / 1024, "peak_rss_mb": peak / 1024,
-                  "train_peak_mb": (peak - base) / 1024, "step_peak_over_rest_mb": (peak - rest) / 1024}
-        if cuda:
-            peak_cuda = torch.cuda.max_memory_allocated()
-            result.update(train_peak_mb=peak_cuda / 2**20, step_peak_over_rest_mb=(peak_cuda - rest_cuda) / 2**20,
-                          device="cuda")
-    return result
-
-
-def measure_memory(mode: str, teacher: str, batch: int, seq: int, steps: int = 3, extra: dict | None = None) -> dict:
-    """:func:`memory_child` in a fresh interpreter (so that one mode's allocations never count for another)."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", mode, "--_teacher", teacher,
-           "--batch", str(batch), "--seq", str(seq), "--steps", str(steps), "--_extra", json.dumps(extra or {})]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
-    if out.returncode != 0:
-        raise RuntimeError(f"memory run for {mode} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -10,48 +10,11 @@ every prompt generate exactly ``max_new_tokens`` tokens in both modes. Prints bo
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from bench_common import time_generation, tiny_model_and_prompts  # scripts/, next to this file
 from distill.runtime import tune_cpu_allocator
-
-
-def tiny_model_and_prompts(num_prompts: int):
-    """The randomly initialised 4x64 GPT-2 (real vocabulary), its tokenizer and ``num_prompts`` builtin prompts."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from distill.fairness.prompts import load_prompts
-    from distill.builtin.tokenizer import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=4, n_head=4,
-                                       eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)).eval()
-    prompts = [p.text for p in load_prompts("builtin").prompts[:num_prompts]]
-    return model, tok, prompts
-
-
-def time_generation(model, tok, prompts, *, max_new_tokens: int, batch_size: int, repeats: int) -> dict:
-    """Best-of-``repeats`` wall time of batched and of one-prompt-at-a-time greedy generation."""
-    from distill.fairness.generation import generate_continuations
-
-    # min_new_tokens: no early EOS, so both modes generate exactly max_new_tokens tokens a prompt
-    kw = dict(max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False, progress=False)
-    generate_continuations(model, tok, prompts[:2], batch_size=2, **kw)  # warm-up
-
-    def best(fn):
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t)
-        return min(times), out
-
-    t_batched, batched = best(lambda: generate_continuations(model, tok, prompts, batch_size=batch_size, **kw))
-    t_single, single = best(lambda: [generate_continuations(model, tok, [x], batch_size=1, **kw)[0] for x in prompts])
-    return {"batched_s": t_batched, "single_s": t_single, "speedup": t_single / t_batched,
-            "identical_outputs": batched == single}
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 1. **Overhead per round.** The same federated run twice, with the same seed (so the same devices are selected
    each round and train on the same records with the same local seeds):
-   * in-process: a plain loop that calls the devices' local step (:class:`LocalDistillation`, i.e.
+   * in-process: a plain loop that calls the devices' local step (:class:`~distill.federated.local_training.LocalDistillation`, i.e.
      DistillationTrainer) one after the other and averages the weights (FedAvg, weighted by records);
    * Flower: ``run_federated`` in the simulation engine (Ray), with ``client_cpus`` = all cores so that one
      worker trains the devices one after the other, as the loop does.
@@ -46,12 +46,11 @@ def in_process_rounds(args, fl, local, seed: int) -> list[float]:
 
     from distill.federated.devices import DeviceData
     from distill.federated.selection import select_devices
+    from distill.federated.local_training import process_models
     from distill.federated.simulation import load_corpus
-    from distill.model_loading import load_causal_lm
-    from distill.distillation.student import build_student
 
     data = DeviceData(load_corpus(args)[0], fl, seed)
-    student = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=args.student_num_layers)
+    _, student, _ = process_models(args)  # the initial student the local step starts from
     params = dict(student.named_parameters())
     state = {n: params[n].detach().clone() for n in local.trainable}
     rng = np.random.default_rng(seed)
@@ -77,12 +76,10 @@ def flower_rounds(args, fl, local) -> tuple[list[float], float]:
 
 
 def main(argv=None) -> dict:
-    from distill.commands.federated import LocalDistillation
     from distill.federated.config import FederatedConfig
-    from distill.federated.simulation import trainable_names
-    from distill.model_loading import load_causal_lm, resolve_builtin
+    from distill.federated.local_training import make_local_step
+    from distill.model_loading import resolve_builtin
     from distill.runtime import tune_cpu_allocator
-    from distill.distillation.student import build_student
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default="builtin:tiny-gpt2")
@@ -103,13 +100,11 @@ def main(argv=None) -> dict:
     cores = os.cpu_count() or 1
     tmp = tempfile.mkdtemp(prefix="bench-fl-")
     base = make_args(os.path.join(tmp, "x"), teacher, a.seed)
-    probe = build_student(load_causal_lm(teacher), num_layers=base.student_num_layers)
-    local = LocalDistillation(base, a.local_steps, trainable_names(probe, False))
-
     fl = FederatedConfig(num_devices=a.overhead_devices, devices_per_round=a.devices_per_round,
                          num_rounds=a.rounds, local_steps=a.local_steps, selection="activity",
                          eval_max_records=16, eval_occupations=["nurse", "carpenter"], client_cpus=float(cores),
                          seed=a.seed)
+    local = make_local_step(base, fl)  # builds the teacher and the initial student once in this process
     import contextlib
 
     quiet = contextlib.redirect_stdout(sys.stderr)  # the Trainer prints its log dicts: keep --json's stdout clean

@@ -1,6 +1,6 @@
 """One command for a lent GPU: GPT-2-shape throughput and memory of every contender, and a short KD run.
 
-1. ``real_shapes``: ``scripts/bench.py``'s GPT-2-shape part — GPT-2 small's shapes (12 x 768, 50257 tokens) with
+1. ``real_shapes``: ``scripts/bench.py``'s GPT-2-shape part (``bench_common.bench_real_shapes``) — GPT-2 small's shapes (12 x 768, 50257 tokens) with
    random weights as the teacher, a 6-layer student copied from it, batch ``--batch`` x ``--seq`` (8 x 1024), bf16
    mixed precision on a GPU: the peak memory of each contender in a fresh process (``max_memory_allocated``), then
    step times round-robin, tokens/s and the ratios (ours vs TRL's GKDTrainer, CRR vs KD, DP vs non-DP).
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from types import SimpleNamespace
@@ -28,11 +27,10 @@ from types import SimpleNamespace
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-import bench  # noqa: E402
+import bench_common as bench  # noqa: E402  (scripts/, next to this file)
 from distill.runtime import tune_cpu_allocator  # noqa: E402
 
 

@@ -76,3 +76,19 @@ def test_gpu_check_smoke_on_cpu():
     assert run["steps"] == 4 and len(run["losses"]) == 4 and all(v == v and v > 0 for v in run["losses"])
     assert run["falling"] == (run["last_mean"] < run["first_mean"])
     assert any("smoke" in n for n in r["notes"]) or "cpu" not in r["env"]["device"]
+
+
+def test_scripts_share_helpers_only_through_bench_common():
+    """No script imports another script (lazy imports included): what they share lives in bench_common.py,
+    which imports no script."""
+    import ast
+
+    scripts = os.path.join(REPO, "scripts")
+    names = {f[:-3] for f in os.listdir(scripts) if f.endswith(".py")}
+    assert "bench_common" in names
+    for f in sorted(names):
+        tree = ast.parse(open(os.path.join(scripts, f + ".py"), encoding="utf-8").read())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        allowed = set() if f == "bench_common" else {"bench_common"}
+        assert imported & names <= allowed, (f, sorted(imported & names - allowed))

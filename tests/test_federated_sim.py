@@ -9,7 +9,8 @@ import pytest
 flwr = pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from distill.commands.federated import LocalDistillation, load_configs  # noqa: E402
+from distill.commands.federated import load_configs  # noqa: E402
+from distill.federated.local_training import LocalDistillation  # noqa: E402
 from distill.federated.config import FederatedConfig  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,3 +129,31 @@ def test_local_step_with_dp_sgd_returns_trainable_weights_and_epsilon(tiny_args)
     assert list(out) == names
     assert any(not torch.equal(out[n], state[n]) for n in names)  # it trained
     assert 0 < metrics["local_epsilon"] < float("inf") and np.isfinite(metrics["train_loss"])
+
+
+def test_local_step_builds_its_models_with_the_one_builder_once_per_process(tiny_args, tmp_path, monkeypatch):
+    """The federated local step builds teacher + student with distill.distillation.models.build_models, once per
+    process, and honours student_model_name_or_path (the deployed client and `distill federated` used to ignore it)."""
+    from distill.distillation import models
+    from distill.distillation.student import build_student
+    from distill.federated import local_training
+    from distill.model_loading import load_causal_lm
+
+    path = str(tmp_path / "student")
+    teacher = load_causal_lm(tiny_args().teacher_model_name_or_path)
+    build_student(teacher, num_layers=1).save_pretrained(path, safe_serialization=True)
+    calls, real = [], models.build_models
+    monkeypatch.setattr(models, "build_models", lambda a, **kw: calls.append(a) or real(a, **kw))
+    monkeypatch.setattr(local_training, "_MODELS", {})
+    args = tiny_args(packing=False, student_model_name_or_path=path, student_num_layers=3)
+    local = local_training.make_local_step(args, FederatedConfig(local_steps=1))
+    assert local.trainable and not any(".h.1." in n for n in local.trainable)  # the saved 1-block student
+    _, student, _ = local_training.process_models(args)
+    params = dict(student.named_parameters())
+    state = {n: params[n].detach().clone() for n in local.trainable}
+    texts = [f"The nurse said that she would be late {i}." for i in range(8)]
+    for server_round in (1, 2):
+        out, metrics = local(state, texts, server_round=server_round, device=0)
+        assert list(out) == local.trainable and np.isfinite(metrics["train_loss"])
+    assert len(calls) == 1 and calls[0].student_model_name_or_path == path
+    assert student.config.n_layer == 1

@@ -2,18 +2,15 @@
 
 The YAML is a `distill train` config (the local step every selected device runs) plus a ``federated:`` section
 (:class:`~distill.federated.config.FederatedConfig`). Flags override either: ``--num_rounds 5`` sets a federated
-key, ``--learning_rate 1e-3`` a training key. This module provides the local-training callable
-(:class:`LocalDistillation`, which runs :class:`~distill.DistillationTrainer` through
-:func:`distill.distillation.train.build_trainer`) and injects it into the Flower apps of :mod:`distill.federated`.
+key, ``--learning_rate 1e-3`` a training key. The devices' local step is
+:class:`~distill.federated.local_training.LocalDistillation`; ``server_app`` / ``client_app`` here are the apps of
+a real deployment (:mod:`distill.federated.deployment`), reading the configs with :func:`load_configs`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import os
-import tempfile
 
 NAME = "federated"
 HELP = ("Federated distillation on Flower: devices keep their data, the server selects K of N devices a round "
@@ -29,10 +26,6 @@ ACCEPTS_EXTRA = True
 
 COMPARE_RUNS = (("uniform", "static"), ("activity", "static"), ("uniform", "continual"), ("activity", "continual"))
 
-#: Per-process cache of the public teacher and the initial student (a Flower simulation worker trains many
-#: devices one after the other: it loads the teacher once).
-_MODELS: dict[tuple, tuple] = {}
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, action="append",
@@ -40,62 +33,6 @@ def add_arguments(parser) -> None:
                              "in order (a later file wins key by key).")
     parser.add_argument("--compare", action="store_true",
                         help="Run uniform/activity selection x static/continual setting; one table and plot.")
-
-
-class LocalDistillation:
-    """The local step of a device: ``local_steps`` steps of :class:`~distill.DistillationTrainer` from the
-    received global weights on the device's records (KD, CDA + teacher perturbation, local DP-SGD as the config
-    says); returns the trainable weights and ``train_loss`` (and ``local_epsilon`` under DP-SGD)."""
-
-    def __init__(self, args, local_steps: int, trainable: list[str]):
-        self.config = args.distill_dict(only_non_default=True)
-        self.local_steps, self.trainable = local_steps, list(trainable)
-
-    def _models(self, args):
-        from ..model_loading import load_causal_lm
-        from ..distillation.student import build_student
-
-        key = (args.teacher_model_name_or_path, args.student_model_name_or_path, args.student_num_layers,
-               tuple(args.student_layers or ()))
-        if key not in _MODELS:
-            teacher = load_causal_lm(args.teacher_model_name_or_path, dtype=args.teacher_dtype,
-                                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-            if args.student_model_name_or_path:
-                student = load_causal_lm(args.student_model_name_or_path, dtype="float32",
-                                         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-            else:
-                student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
-            _MODELS[key] = (teacher, student)
-        return _MODELS[key]
-
-    def __call__(self, state, texts, server_round, device):
-        from ..distillation.config import DistillationConfig
-        from ..distillation.train import build_trainer
-
-        with tempfile.TemporaryDirectory(prefix="fl-device-") as tmp:
-            args = DistillationConfig(**{
-                **self.config, "output_dir": tmp, "overwrite_output_dir": True, "max_steps": self.local_steps,
-                "seed": int(self.config.get("seed", 42)) + 1000 * server_round + device,
-                "eval_strategy": "no", "eval_on_start": False, "save_strategy": "no", "load_best_model_at_end": False,
-                "validation_split_percentage": 0, "validation_file": None, "fairness_enabled": False,
-                "push_to_hub": False, "report_to": "none", "disable_tqdm": True, "logging_steps": self.local_steps,
-                "max_train_samples": None, "dataset_name": None, "train_file": None})
-            teacher, pristine = self._models(args)
-            student = copy.deepcopy(pristine)  # DP engines attach hooks: every round starts from a clean module
-            missing = set(self.trainable) - set(state)
-            if missing:
-                raise KeyError(f"the server sent no weights for {sorted(missing)[:3]}")
-            student.load_state_dict(state, strict=False)
-            trainer = build_trainer(args, texts=texts, model=student, teacher_model=teacher)
-            result = trainer.train()
-            params = dict(student.named_parameters())
-            out = {n: params[n].detach().clone().contiguous() for n in self.trainable}
-            metrics = {"train_loss": float(result.training_loss)}
-            privacy = os.path.join(tmp, "privacy.json")
-            if os.path.isfile(privacy):
-                with open(privacy) as fh:
-                    metrics["local_epsilon"] = float(json.load(fh)["epsilon"])
-        return out, metrics
 
 
 def load_configs(config_paths, extra: list[str], compare: bool = False):
@@ -106,22 +43,11 @@ def load_configs(config_paths, extra: list[str], compare: bool = False):
 
 
 def run_one(args, fl, name=None, texts=None) -> dict:
-    """One federated run with :class:`LocalDistillation` as the devices' local step."""
-    import torch
+    """One federated run with :class:`~distill.federated.local_training.LocalDistillation` as the local step."""
+    from ..federated.local_training import make_local_step
+    from ..federated.simulation import run_federated
 
-    from ..federated.simulation import run_federated, trainable_names
-    from ..model_loading import load_causal_lm, resolve_builtin
-    from ..distillation.student import build_student
-
-    resolve_builtin(args.teacher_model_name_or_path)  # create a builtin teacher once, before the workers start
-    if args.student_model_name_or_path:
-        probe = load_causal_lm(args.student_model_name_or_path, dtype="float32", allow_pickle=args.allow_pickle)
-    else:
-        teacher = load_causal_lm(args.teacher_model_name_or_path, allow_pickle=args.allow_pickle)
-        with torch.no_grad():
-            probe = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
-    local = LocalDistillation(args, fl.local_steps, trainable_names(probe, args.dp_enabled))
-    return run_federated(args, fl, local, texts=texts, name=name)
+    return run_federated(args, fl, make_local_step(args, fl), texts=texts, name=name)
 
 
 def run_compare(args, fl) -> dict:
@@ -164,71 +90,11 @@ def run(args, extra) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------------
-# A real deployment: `flwr run` with [tool.flwr.app.components] serverapp = "distill.commands.federated:server_app"
-# and clientapp = "distill.commands.federated:client_app"; run config key `config` = the YAML (and optionally
-# `output-dir`). SuperNodes are started with --node-config "partition-id=N data-file=PATH".
-# ---------------------------------------------------------------------------------------------------
-_DEPLOYED: dict[str, object] = {}
-
-
-def _deployed_configs(context):
-    config = context.run_config.get("config")
-    if not config:
-        from ..errors import ConfigError
-
-        raise ConfigError("The Flower run config has no 'config' key: set config = \"path/to/config.yaml\" under "
-                          "[tool.flwr.app.config].")
-    extra = ["--output_dir", str(context.run_config["output-dir"])] if "output-dir" in context.run_config else []
-    return load_configs(str(config), extra)
-
-
-def _deployed_client(context):
-    """The ClientApp of a deployed SuperNode (built once per process from the run config)."""
-    if "client" not in _DEPLOYED:
-        from ..federated.app import DeviceRecords, make_client_app
-        from ..federated.simulation import trainable_names
-        from ..model_loading import load_causal_lm
-        from ..distillation.student import build_student
-
-        args, fl = _deployed_configs(context)
-        probe = build_student(load_causal_lm(args.teacher_model_name_or_path), num_layers=args.student_num_layers,
-                              layers=args.student_layers)
-        local = LocalDistillation(args, fl.local_steps, trainable_names(probe, args.dp_enabled))
-        _DEPLOYED["client"] = make_client_app(local, DeviceRecords(fl, None))
-    return _DEPLOYED["client"]
-
-
-def _make_deployment_apps():
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import ServerApp
-
-    client = ClientApp()
-    server = ServerApp()
-
-    @client.query()
-    def _query(msg, context):
-        return _deployed_client(context)(msg, context)
-
-    @client.train()
-    def _train(msg, context):
-        return _deployed_client(context)(msg, context)
-
-    @server.main()
-    def _main(grid, context):
-        from ..federated.simulation import FederatedRun
-
-        args, fl = _deployed_configs(context)
-        run = FederatedRun(args, fl, local_train=None, name=None)  # the devices run their own ClientApp
-        run.server(grid, context)
-        run.finish()
-
-    return server, client
-
-
 def __getattr__(name):  # Flower imports server_app / client_app; `distill --help` stays free of flwr
     if name in ("server_app", "client_app"):
-        server, client = _make_deployment_apps()
+        from ..federated.deployment import make_deployment_apps
+
+        server, client = make_deployment_apps(load_configs)
         globals().update(server_app=server, client_app=client)
         return globals()[name]
     raise AttributeError(name)

@@ -45,9 +45,8 @@ from ..errors import ConfigError
 from .fused_loss import fused_distillation_loss
 from ..outputs import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss
-from ..model_loading import load_causal_lm, load_tokenizer, maybe_load_tokenizer
+from .models import build_models
 from .parallel import check_parallel_engine
-from .student import build_student, check_compatible
 from .teacher_side import CachedTeacherSide, TeacherOutputs, hidden_output_layer, no_logits, run_teacher, \
     split_output_layer
 
@@ -77,23 +76,8 @@ class DistillationTrainer(Trainer):
         if not isinstance(args, DistillationConfig):
             raise TypeError("DistillationTrainer needs a DistillationConfig as `args`.")
         check_parallel_engine(args)  # before loading anything (distill.distillation.parallel)
-        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if isinstance(teacher_model, str):
-            teacher_model = load_causal_lm(teacher_model, dtype=args.teacher_dtype,
-                                           trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-        elif args.teacher_dtype != "auto":
-            teacher_model = teacher_model.to(dtype=getattr(torch, args.teacher_dtype))
-        if processing_class is None:
-            processing_class = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
-                                              trust_remote_code=args.trust_remote_code)
-        student_tokenizer = None
-        if model is None and args.student_model_name_or_path:
-            model = load_causal_lm(args.student_model_name_or_path, dtype="float32",
-                                   trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-            student_tokenizer = maybe_load_tokenizer(args.student_model_name_or_path, args.trust_remote_code)
-        elif model is None:
-            model = build_student(teacher_model, num_layers=args.student_num_layers, layers=args.student_layers)
-        check_compatible(teacher_model, model, processing_class, student_tokenizer, alpha_cos=args.alpha_cos)
+        teacher_model, model, processing_class = build_models(args, teacher=teacher_model, student=model,
+                                                              tokenizer=processing_class)
         if data_collator is None:
             data_collator = DistillationCollator(pad_token_id=processing_class.pad_token_id)
 

@@ -5,10 +5,12 @@
 * :mod:`.storage` — what a device holds at a round (static; continual with a storage cap, oldest deleted);
 * :mod:`.strategy` — the Flower strategy (FedAvg weighted by records + selection; central DP wrapper);
 * :mod:`.app` — the Flower ClientApp / ServerApp factories (the local step is injected by the caller);
-* :mod:`.evaluation`, :mod:`.report`, :mod:`.simulation` — server-side evaluation, outputs, the simulation run.
+* :mod:`.local_training` — the devices' local step (:class:`~distill.DistillationTrainer` on the device's
+  records) and the per-process teacher + initial student (:func:`distill.distillation.models.build_models`);
+* :mod:`.evaluation`, :mod:`.report`, :mod:`.simulation` — server-side evaluation, outputs, the simulation run;
+* :mod:`.deployment` — the ServerApp / ClientApp of a real deployment (``flwr run``).
 
-This package never imports the trainer: ``distill federated`` (:mod:`distill.commands.federated`) provides the
-local-training callable that runs :class:`~distill.DistillationTrainer`.
+``distill federated`` (:mod:`distill.commands.federated`) reads the configs and calls these.
 """
 
 from .config import FederatedConfig

@@ -3,7 +3,8 @@
 :func:`run_federated` builds, from a :class:`~distill.distillation.config.DistillationConfig` (the local step) and a
 :class:`~distill.federated.config.FederatedConfig`:
 
-* the public teacher and the initial global student (teacher blocks copied, :func:`distill.distillation.student.build_student`),
+* the public teacher and the initial global student (:func:`distill.distillation.models.build_models`, once per
+  process: :func:`~distill.federated.local_training.process_models`),
 * the training records split over N devices (:class:`~distill.federated.devices.DeviceData`) and the server's
   held-out records (the config's validation split),
 * the ServerApp / ClientApp pair of :mod:`distill.federated.app`, with the injected ``local_train``,
@@ -16,6 +17,7 @@ global student (safetensors + tokenizer + ``distill_config.yaml``), ``fl_report.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import platform
@@ -32,6 +34,7 @@ from ..errors import ConfigError
 from .app import DeviceRecords, LocalTrain, make_client_app, make_server_app
 from .config import FederatedConfig
 from .devices import DeviceData
+from .local_training import process_models, trainable_names
 from .report import (
     PLOT_FILENAME,
     REPORT_FILENAME,
@@ -63,19 +66,6 @@ def load_corpus(args: DistillationConfig, texts: list[str] | None = None) -> tup
     return [str(t) for t in train], [str(t) for t in heldout]
 
 
-def trainable_names(student: torch.nn.Module, local_dp: bool) -> list[str]:
-    """Names of the student parameters a device trains and sends: all of them, except the embeddings (and the
-    tied output layer) that local DP-SGD freezes (:func:`distill.privacy.engine.freeze_embeddings`)."""
-    import copy
-
-    probe = copy.deepcopy(student)
-    if local_dp:
-        from ..privacy.engine import freeze_embeddings
-
-        freeze_embeddings(probe)
-    return [n for n, p in probe.named_parameters() if p.requires_grad]
-
-
 def fairness_prompts(args: DistillationConfig, fl: FederatedConfig):
     from ..fairness.prompts import builtin_prompts, load_prompts
 
@@ -97,26 +87,15 @@ class FederatedRun:
     def __init__(self, args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
                  texts: list[str] | None = None, name: str | None = None,
                  print_fn: Callable[[str], None] = print):
-        from ..model_loading import load_causal_lm, load_tokenizer, resolve_builtin
-        from ..distillation.student import build_student
         from .evaluation import GlobalEvaluator
 
         check_output_dir(args.output_dir, args.overwrite_output_dir)
         self.args, self.fl, self.name, self.print_fn = args, fl, name, print_fn
         self.seed = seed = args.seed if fl.seed is None else fl.seed
         self.start = time.time()
-        resolve_builtin(args.teacher_model_name_or_path)
-        self.tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
-                                        trust_remote_code=args.trust_remote_code)
-        teacher = load_causal_lm(args.teacher_model_name_or_path, trust_remote_code=args.trust_remote_code,
-                                 allow_pickle=args.allow_pickle)
-        if args.student_model_name_or_path:
-            student = load_causal_lm(args.student_model_name_or_path, dtype="float32",
-                                     trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
-        else:
-            torch.manual_seed(seed)
-            student = build_student(teacher, num_layers=args.student_num_layers, layers=args.student_layers)
-        del teacher
+        torch.manual_seed(seed)
+        _, initial_student, self.tokenizer = process_models(args)  # the devices' local step shares them
+        student = copy.deepcopy(initial_student)  # the server evaluates the global weights in its own copy
         self.student = student
         self.names = trainable_names(student, args.dp_enabled)
         params = dict(student.named_parameters())
