@@ -31,7 +31,7 @@ from distill.distillation.config import DistillationConfig  # noqa: E402
 from distill.counterfactual.cda import apply_cda  # noqa: E402
 from distill.counterfactual.lexicon import load_lexicon  # noqa: E402
 from distill.counterfactual.swap import GenderSwapper  # noqa: E402
-from distill.distillation.data import DistillationCollator  # noqa: E402
+from distill.text_data import DistillationCollator  # noqa: E402
 from distill.builtin.corpus import FILLER, CorpusSpec, generate_corpus  # noqa: E402
 from distill.model_loading import gpt2_tokenizer  # noqa: E402
 from distill.distillation.student import build_student  # noqa: E402
