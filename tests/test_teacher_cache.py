@@ -152,7 +152,7 @@ def test_mismatches_are_one_clear_error_before_training(online_crr, tiny_args, t
 
 def test_interrupted_build_resumes_from_finished_shards_and_refuses_to_train_meanwhile(online_kd, tmp_path,
                                                                                         monkeypatch):
-    from distill import teacher_cache as tc
+    from distill.distillation import teacher_cache as tc
 
     trainer = _twin(online_kd)
     cache = str(tmp_path / "cache")
