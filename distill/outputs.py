@@ -1,4 +1,7 @@
-"""The files a run writes, and the checks every command makes on its output path before it starts working.
+"""The names of every file a run writes (and of the dataset columns shared across packages), and the checks
+every command makes on its output path before it starts working.
+
+Each name is defined here once; the modules that write or read a file import its name from here.
 
 A command checks where it will write before it loads a model or reads data, so that a bad path (an existing
 file, a directory under a file, a previous run that would be mixed with this one) costs a second and loses
@@ -12,15 +15,53 @@ import os
 
 from .errors import DistillError, option_hint
 
-#: Written at the top of a training output_dir.
+# ---- column names -------------------------------------------------------------------------------------------
+RECORD_ID = "record_id"     # the record a row belongs to (DP-SGD clips per record; CDA rows share their source's)
+CACHE_ROW = "cache_row"     # the teacher-cache row of a training row (distill.distillation.teacher_cache)
+
+# ---- a training output_dir ---------------------------------------------------------------------------------
 CONFIG_FILENAME = "distill_config.yaml"   # the training config, re-runnable with `distill train --config`
 PRIVACY_FILENAME = "privacy.json"         # DP-SGD accounting (distill.privacy)
 FAIRNESS_FILENAME = "fairness.json"       # fairness report (distill evaluate, FairnessCallback)
-#: Everything `distill evaluate` may write into its --out directory.
-FAIRNESS_REPORT_FILES = (FAIRNESS_FILENAME, "per_profession.csv", "disparity.png", "generations.jsonl", "suite.png")
-#: What `distill evaluate` with several models writes beside their per-model report directories.
-COMPARISON_FILES = ("comparison.png",)
+CARD_FILENAME = "README.md"               # the model card (distill.hub)
+RESULTS_FILENAME = "all_results.json"     # final metrics (train + eval), the Trainer's name for them
+TRAINER_STATE_FILENAME = "trainer_state.json"  # the Trainer's state (log history, global_step), also per checkpoint
+TRAINING_ARGS_FILENAME = "training_args.bin"   # the Trainer's pickled arguments: never kept (the YAML replaces it)
+MODEL_CONFIG_FILENAME = "config.json"     # the model architecture (transformers' save_pretrained)
+AUDIT_FILENAME = "audit.json"             # `distill audit` report (default: inside the audited model directory)
 
+# ---- a checkpoint-N folder ---------------------------------------------------------------------------------
+CHECKPOINT_COMPLETE_MARKER = ".complete"        # written last: the checkpoint was saved whole
+PRIVACY_STATE_FILENAME = "privacy_state.json"   # the DP accountant's state, to continue the ε curve on resume
+
+# ---- `distill evaluate --out` ------------------------------------------------------------------------------
+PER_PROFESSION_FILENAME = "per_profession.csv"
+DISPARITY_PLOT = "disparity.png"
+GENERATIONS_FILENAME = "generations.jsonl"
+SUITE_PLOT = "suite.png"
+COMPARISON_PLOT = "comparison.png"        # several models: beside their per-model report directories
+#: Everything `distill evaluate` may write into its --out directory.
+FAIRNESS_REPORT_FILES = (FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, DISPARITY_PLOT, GENERATIONS_FILENAME, SUITE_PLOT)
+#: What `distill evaluate` with several models writes beside their per-model report directories.
+COMPARISON_FILES = (COMPARISON_PLOT,)
+
+# ---- federated runs ----------------------------------------------------------------------------------------
+FL_REPORT_FILENAME = "fl_report.json"     # rounds, devices, final metrics of `distill federated`
+FL_PLOT_FILENAME = "fl_rounds.png"
+FL_COMPARE_FILENAME = "compare.json"      # `distill federated --compare`: federated vs central rows
+FL_COMPARE_PLOT = "compare.png"
+
+# ---- a teacher cache (`distill cache-teacher`) -------------------------------------------------------------
+TEACHER_CACHE_MANIFEST = "manifest.json"
+TEACHER_CACHE_SHARDS_DIR = "shards"
+TEACHER_CACHE_SHARD = "shard-{index:05d}.arrow"   # format with index=
+
+# ---- demos and scripts -------------------------------------------------------------------------------------
+DEMO_REPORT_FILENAME = "demo_report.json"  # `distill demo`
+DEMO_PLOT = "demo.png"
+SWEEP_FILENAME = "sweep.json"              # `distill audit --sweep`
+SWEEP_PLOT = "sweep.png"
+CACHE_QUALITY_FILENAME = "cache_quality.json"  # scripts/cache_quality.py
 
 def _file_above(path: str) -> str | None:
     """The nearest existing ancestor of ``path`` when it is a file (so ``path`` cannot be created), else None."""

@@ -20,9 +20,7 @@ import torch
 from datasets import Dataset, DatasetDict, load_dataset
 
 from .errors import ConfigError, DistillError
-
-#: Column holding the index of the original training record (rows kept one record a row only).
-RECORD_ID = "record_id"
+from .outputs import RECORD_ID
 
 FILE_BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
                  ".parquet": "parquet"}
@@ -212,7 +210,7 @@ class DistillationCollator:
 
     Returns ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding) and ``position_ids`` of shape
     ``[B, T]`` — one contiguous row per sample (per-sample gradient engines need it, a broadcast view
-    breaks them). Any other ``*input_ids`` field (e.g. counterfactual inputs) is padded the same way.
+    breaks them). Any other ``*input_ids`` field is padded the same way.
     """
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     from distill.fairness.evaluator import evaluate_disparity
     from distill.fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
     from distill.model_loading import load_causal_lm
+    from distill.outputs import CACHE_QUALITY_FILENAME
     from distill.runtime import tune_cpu_allocator
     from distill.distillation.teacher_cache import build_teacher_cache
     from distill.builtin.tiny_models import train_tiny_teacher
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["bias_cached_vs_kd"] = s["crr_cached"]["cooccurrence_bias_mean_abs"] / s["kd"]["cooccurrence_bias_mean_abs"]
     result["bias_online_vs_kd"] = s["crr"]["cooccurrence_bias_mean_abs"] / s["kd"]["cooccurrence_bias_mean_abs"]
     result["targets"] = {"perplexity_within_2pct": abs(result["perplexity_cached_vs_online"] - 1) <= 0.02}
-    with open(os.path.join(a.out, "cache_quality.json"), "w") as fh:
+    with open(os.path.join(a.out, CACHE_QUALITY_FILENAME), "w") as fh:
         json.dump(result, fh, indent=2)
     print(json.dumps(result, indent=2))
     return result

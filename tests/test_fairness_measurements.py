@@ -48,7 +48,7 @@ def test_measurement_paths_are_package_folders():
 
 def test_measurements_load_offline_and_match_the_functions(toy, monkeypatch):
     from distill.fairness import measurement_path
-    from distill.fairness.ceat import builtin_test, ceat, ceat_inputs
+    from distill.fairness.ceat import ceat, ceat_inputs
     from distill.fairness.downstream import (minimal_pair_items, minimal_pairs, pronoun_resolution,
                                             pronoun_resolution_items)
     from distill.fairness.evaluator import cooccurrence_by_prompt

@@ -155,6 +155,58 @@ def test_training_writes_a_card_that_parses_with_hub_metadata(trained):
     assert TOKEN not in open(os.path.join(out, "distill_config.yaml")).read()  # never saved, never uploaded
 
 
+def test_training_records_every_fair_distill_key_for_the_card(trained):
+    import dataclasses
+
+    import yaml
+    from transformers import TrainingArguments
+
+    out, _ = trained
+    with open(os.path.join(out, "distill_config.yaml")) as fh:
+        saved = yaml.safe_load(fh)
+    inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+    own = {f.name for f in dataclasses.fields(DistillationConfig) if f.init and f.name not in inherited}
+    assert own <= set(saved)  # defaults included: the card reads them from the file, not from the code
+    assert saved["temperature"] == DistillationConfig().temperature and saved["cda"] == "none"
+    assert saved["learning_rate"] == 1e-3 and saved["gradient_accumulation_steps"] == 1  # the run's Trainer keys
+    card = ModelCard.load(os.path.join(out, "README.md"))
+    assert f"T = {DistillationConfig().temperature:.4g}" in card.text
+
+
+def test_card_of_an_older_run_shows_unrecorded_keys_as_unknown(trained, tmp_path):
+    """Before every key was saved, distill_config.yaml held only the non-default ones: the rest are unknown."""
+    model = _copy(trained[0], tmp_path)
+    with open(os.path.join(model, "distill_config.yaml"), "w") as fh:
+        fh.write("output_dir: somewhere\ndataset_name: builtin:tiny\nlearning_rate: 0.001\n")
+    write_model_card(model)
+    card = ModelCard.load(os.path.join(model, "README.md"))
+    assert "T = n/a" in card.text  # not today's default temperature
+    assert "counterfactual-role-reversal" not in card.data.tags  # cda / perturbation unknown: no claim
+    assert "an unknown teacher" in card.text  # not the default teacher's name
+
+
+def test_hub_does_not_import_the_distillation_core():
+    """The core imports the hub (push after training): the hub reads files on disk, never the core's modules."""
+    import ast
+
+    hub = os.path.join(REPO, "distill", "hub")
+    for name in sorted(os.listdir(hub)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(hub, name)) as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):  # lazy imports inside functions included
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                targets = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for t in targets:
+                assert not (t.startswith("..distillation") or t.startswith("distill.distillation")), (name, t)
+
+
 def test_card_reports_fairness_and_privacy_in_model_index(trained, tmp_path):
     model = _copy(trained[0], tmp_path)
     for name, payload in (("fairness.json", FAIRNESS), ("privacy.json", PRIVACY)):

@@ -13,7 +13,8 @@ import torch
 
 from distill.errors import ConfigError
 from distill.distillation.losses import SparseTarget
-from distill.distillation.teacher_cache import CACHE_ROW, TeacherCache, build_teacher_cache, shard_path
+from distill.distillation.teacher_cache import TeacherCache, build_teacher_cache, shard_path
+from distill.outputs import CACHE_ROW
 from distill.distillation.train import build_trainer, run_training
 from distill.distillation.trainer import DistillationTrainer
 

@@ -67,7 +67,9 @@ def _reference_path(args) -> str | None:
 
     if args.reference is not None:
         return None if args.reference.lower() == "none" else args.reference
-    cfg = os.path.join(args.model, "distill_config.yaml")
+    from ..outputs import CONFIG_FILENAME
+
+    cfg = os.path.join(args.model, CONFIG_FILENAME)
     if not os.path.isfile(cfg):
         return None
     import yaml
@@ -82,7 +84,7 @@ def run(args, extra) -> int:
 
     from ..errors import ConfigError
     from ..model_loading import load_causal_lm, load_tokenizer
-    from ..outputs import check_output_file
+    from ..outputs import AUDIT_FILENAME, PRIVACY_FILENAME, check_output_file
     from ..privacy.audit import canary_exposure, exposure_dict, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary
 
@@ -125,11 +127,11 @@ def run(args, extra) -> int:
                 entry["extraction"] = extracted
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    privacy = os.path.join(args.model, "privacy.json")
+    privacy = os.path.join(args.model, PRIVACY_FILENAME)
     if os.path.isfile(privacy):
         with open(privacy, encoding="utf-8") as fh:
             report["dp"] = {k: v for k, v in json.load(fh).items() if k in ("epsilon", "delta", "noise_multiplier")}
-    out = args.output or (os.path.join(args.model, "audit.json") if os.path.isdir(args.model) else "audit.json")
+    out = args.output or (os.path.join(args.model, AUDIT_FILENAME) if os.path.isdir(args.model) else AUDIT_FILENAME)
     with open(out, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, allow_nan=False)
     for name, attack in (report.get("membership_inference") or {}).items():

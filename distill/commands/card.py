@@ -23,12 +23,13 @@ def run(args, extra) -> int:
 
     from ..errors import DistillError
     from ..hub.card import write_model_card
+    from ..outputs import CARD_FILENAME, MODEL_CONFIG_FILENAME
 
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise DistillError(f"{args.model} has no config.json: pass the output_dir of `distill train`.")
+    if not os.path.isfile(os.path.join(args.model, MODEL_CONFIG_FILENAME)):
+        raise DistillError(f"{args.model} has no {MODEL_CONFIG_FILENAME}: pass the output_dir of `distill train`.")
     path = write_model_card(args.model, repo_id=args.repo_id, overwrite=True if args.force else None)
     if path is None:
-        raise DistillError(f"{os.path.join(args.model, 'README.md')} was not written by fair-distill: "
+        raise DistillError(f"{os.path.join(args.model, CARD_FILENAME)} was not written by fair-distill: "
                            "pass --force to replace it.")
     print(f"Wrote {path}")
     return 0

@@ -78,7 +78,7 @@ def run(args, extra) -> int:
     from ..fairness.report import format_suite_details, format_suite_table, plot_suite
     from ..fairness.suite import evaluate_suite
     from ..model_loading import load_causal_lm, load_tokenizer
-    from ..outputs import COMPARISON_FILES, check_report_dir, remove_files
+    from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, remove_files
     from ..runtime import resolve_device
 
     several = len(args.model) > 1
@@ -134,7 +134,7 @@ def run(args, extra) -> int:
         remove_files(args.out, previous[-1])
     if not args.no_plot:
         os.makedirs(args.out, exist_ok=True)
-        plot = os.path.join(args.out, "comparison.png" if several else "suite.png")
+        plot = os.path.join(args.out, COMPARISON_PLOT if several else SUITE_PLOT)
         plot_suite(reports, plot)
         print(f"Wrote {plot}")
     return 0

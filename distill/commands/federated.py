@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ..outputs import FL_COMPARE_FILENAME, FL_COMPARE_PLOT
+
 NAME = "federated"
 HELP = ("Federated distillation on Flower: devices keep their data, the server selects K of N devices a round "
         "(uniform or by activity) and averages their students (static or continual setting, optional DP).")
@@ -66,12 +68,12 @@ def run_compare(args, fl) -> dict:
         reports[name] = run_one(run_args, run_fl, name=name)
     rows = [summary_row(n, r) for n, r in reports.items()]
     table = format_table(rows)
-    write_json({"federated": fl.to_dict(), "rows": rows}, os.path.join(out, "compare.json"))
-    plot_rounds({n: r["rounds"] for n, r in reports.items()}, os.path.join(out, "compare.png"),
+    write_json({"federated": fl.to_dict(), "rows": rows}, os.path.join(out, FL_COMPARE_FILENAME))
+    plot_rounds({n: r["rounds"] for n, r in reports.items()}, os.path.join(out, FL_COMPARE_PLOT),
                 title=f"{fl.num_devices} devices, {fl.devices_per_round} a round, {fl.partition} partition: "
                       "uniform vs activity selection, static vs continual")
     print(table)
-    print(f"Wrote {os.path.join(out, 'compare.json')} and {os.path.join(out, 'compare.png')}")
+    print(f"Wrote {os.path.join(out, FL_COMPARE_FILENAME)} and {os.path.join(out, FL_COMPARE_PLOT)}")
     return {"rows": rows, "reports": reports}
 
 

@@ -27,6 +27,7 @@ from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 from ..builtin.corpus import CorpusSpec, generate_corpus, planted_gender
 from ..builtin.vocab import restricted_gpt2_tokenizer
 from ..fairness.scoring import heldout_perplexity
+from ..outputs import DEMO_PLOT, DEMO_REPORT_FILENAME, PRIVACY_FILENAME
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
 #: The demo's occupations: eight with a female and eight with a male real-world majority.
@@ -156,11 +157,11 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
             "per_profession": per_profession,
         }
     report["runtime_seconds"] = round(time.time() - start, 1)
-    with open(os.path.join(out, "demo_report.json"), "w") as fh:
+    with open(os.path.join(out, DEMO_REPORT_FILENAME), "w") as fh:
         json.dump(report, fh, indent=2)
-    plot_demo(report, os.path.join(out, "demo.png"))
+    plot_demo(report, os.path.join(out, DEMO_PLOT))
     print(format_demo_table(report))
-    print(f"Wrote {os.path.join(out, 'demo_report.json')} and {os.path.join(out, 'demo.png')} "
+    print(f"Wrote {os.path.join(out, DEMO_REPORT_FILENAME)} and {os.path.join(out, DEMO_PLOT)} "
           f"in {report['runtime_seconds']:.0f} s")
     return report
 
@@ -197,7 +198,7 @@ def family_figures(fair: dict) -> dict:
 
 
 def _epsilon(path: str) -> float | None:
-    privacy = os.path.join(path, "privacy.json")
+    privacy = os.path.join(path, PRIVACY_FILENAME)
     if not os.path.isfile(privacy):
         return None
     with open(privacy) as fh:

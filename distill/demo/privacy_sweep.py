@@ -71,7 +71,7 @@ def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None
     from ..fairness.evaluator import evaluate_disparity
     from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
     from ..model_loading import load_causal_lm
-    from ..outputs import check_output_dir
+    from ..outputs import PRIVACY_FILENAME, SWEEP_FILENAME, SWEEP_PLOT, check_output_dir
     from ..privacy.audit import canary_exposure, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary
     from ..distillation.train import run_training
@@ -119,7 +119,7 @@ def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None
             extraction = extract_canaries(model, tokenizer, [canary], spec.num_beams)[0]
             fair = evaluate_disparity(model, tokenizer, prompts, metrics=("cooccurrence",), model_name=name,
                                       progress=False)
-            with open(os.path.join(args.output_dir, "privacy.json"), encoding="utf-8") as fh:
+            with open(os.path.join(args.output_dir, PRIVACY_FILENAME), encoding="utf-8") as fh:
                 achieved = json.load(fh).get("epsilon")
             rows.append({"name": name, "crr": crr, "target_epsilon": None if math.isinf(eps) else eps,
                          "epsilon": achieved, "perplexity": heldout_perplexity(model, tokenizer, heldout),
@@ -135,11 +135,11 @@ def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None
     report = {"spec": asdict(spec), "epsilons": [_label(e) for e in epsilons], "canary": canary,
               "num_members": len(members), "num_non_members": len(non_members), "rows": rows,
               "runtime_seconds": round(time.time() - start, 1)}
-    with open(os.path.join(out, "sweep.json"), "w", encoding="utf-8") as fh:
+    with open(os.path.join(out, SWEEP_FILENAME), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, allow_nan=False)
-    plot_sweep(report, os.path.join(out, "sweep.png"))
+    plot_sweep(report, os.path.join(out, SWEEP_PLOT))
     print(format_sweep_table(report))
-    print(f"Wrote {os.path.join(out, 'sweep.json')} and {os.path.join(out, 'sweep.png')} in "
+    print(f"Wrote {os.path.join(out, SWEEP_FILENAME)} and {os.path.join(out, SWEEP_PLOT)} in "
           f"{report['runtime_seconds']:.0f} s")
     return report
 

@@ -27,11 +27,10 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..errors import ConfigError, option_hint
+from ..outputs import CHECKPOINT_COMPLETE_MARKER as COMPLETE_MARKER, TRAINER_STATE_FILENAME as TRAINER_STATE
 
 logger = logging.getLogger(__name__)
 
-COMPLETE_MARKER = ".complete"
-TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 

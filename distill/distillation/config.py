@@ -346,9 +346,19 @@ class DistillationConfig(TrainingArguments):
         return out
 
     def save_yaml(self, path: str) -> None:
-        """Write the config so that ``distill train --config PATH`` re-runs it."""
+        """Write the config so that ``distill train --config PATH`` re-runs it.
+
+        Every fair-distill key is written, defaults included, with the Trainer keys that differ from their
+        defaults or describe the run (learning rate, batch, steps, seed): the file is also the record of the run
+        that the model card reads (:mod:`distill.hub.run_info`), whatever the defaults of a later version.
+        """
+        inherited = {f.name for f in dataclasses.fields(TrainingArguments)}
+        described = {"learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
+                     "num_train_epochs", "seed"}
+        recorded = {k: v for k, v in self.distill_dict(only_non_default=False).items()
+                    if k not in inherited or k in described}
         with open(path, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(self.distill_dict(), fh, sort_keys=True)
+            yaml.safe_dump({**recorded, **self.distill_dict()}, fh, sort_keys=True)
 
 
 def _default_values() -> dict[str, Any]:

@@ -47,15 +47,13 @@ from datasets import Dataset, concatenate_datasets
 from datasets.arrow_writer import ArrowWriter
 
 from ..errors import ConfigError, DistillError
+from ..outputs import CACHE_ROW, TEACHER_CACHE_SHARD
+from ..outputs import TEACHER_CACHE_MANIFEST as MANIFEST, TEACHER_CACHE_SHARDS_DIR as SHARDS_DIR
 from .losses import SparseTarget
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-SHARDS_DIR = "shards"
 FORMAT_VERSION = 1
-#: Column of the training dataset that names each row's cache row (added by :meth:`TeacherCache.attach`).
-CACHE_ROW = "cache_row"
 DEFAULT_TOP_K = 64
 _REBUILD = "rebuild it with `distill cache-teacher --config CONFIG --output_dir DIR` for this config"
 
@@ -173,7 +171,7 @@ class CacheManifest:
 
 
 def shard_path(directory: str, index: int) -> str:
-    return os.path.join(directory, SHARDS_DIR, f"shard-{index:05d}.arrow")
+    return os.path.join(directory, SHARDS_DIR, TEACHER_CACHE_SHARD.format(index=index))
 
 
 def _ids_dtype(vocab_size: int) -> str:

@@ -13,7 +13,7 @@ from .data import prepare_datasets
 from ..errors import ConfigError
 from ..hub.push import check_can_push, publish_run
 from ..model_loading import load_tokenizer, resolve_builtin
-from ..outputs import CONFIG_FILENAME  # noqa: F401  (files written at the top of output_dir)
+from ..outputs import RESULTS_FILENAME
 from ..outputs import check_output_dir as check_output_path
 from .parallel import check_parallel_engine
 
@@ -57,12 +57,6 @@ def resolve_resume(args: DistillationConfig) -> str | None:
     return value
 
 
-def save_student(trainer, args: DistillationConfig) -> None:
-    """Write the student, tokenizer and ``distill_config.yaml`` to ``args.output_dir`` (main process only,
-    atomically): :meth:`DistillationTrainer.save_student <distill.distillation.trainer.DistillationTrainer.save_student>`."""
-    trainer.save_student(args.output_dir)
-
-
 def build_trainer(args: DistillationConfig, texts: list[str] | None = None, callbacks=None, **trainer_kwargs):
     """Teacher, student, tokenizer, datasets and a ready :class:`~distill.distillation.trainer.DistillationTrainer`."""
     from .trainer import DistillationTrainer
@@ -98,14 +92,14 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    save_student(trainer, args)
+    trainer.save_student(args.output_dir)  # student, tokenizer, distill_config.yaml: atomically, main process
     if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
         from ..fairness.callback import write_final_report  # evaluates its share; the main one writes
 
         write_final_report(trainer, args.output_dir)
     if trainer.is_world_process_zero():
         trainer.save_state()
-        with open(os.path.join(args.output_dir, "all_results.json"), "w") as fh:
+        with open(os.path.join(args.output_dir, RESULTS_FILENAME), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)
         publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer

@@ -40,10 +40,10 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
-from ..text_data import DistillationCollator
 from ..errors import ConfigError
+from ..outputs import CACHE_ROW, CONFIG_FILENAME, RECORD_ID, TRAINING_ARGS_FILENAME
+from ..text_data import DistillationCollator
 from .fused_loss import fused_distillation_loss
-from ..outputs import CONFIG_FILENAME
 from .losses import distillation_loss, lm_loss
 from .models import build_models
 from .parallel import check_parallel_engine
@@ -151,7 +151,7 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # private Trainer hook (no public way to keep extra columns): tested with transformers 5.24
         super()._set_signature_columns_if_needed()
-        extra = [c for c in ("labels", "cf_input_ids", "record_id", "cache_row") if c not in self._signature_columns]
+        extra = [c for c in ("labels", RECORD_ID, CACHE_ROW) if c not in self._signature_columns]
         self._signature_columns = list(self._signature_columns) + extra
 
     # ------------------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class DistillationTrainer(Trainer):
         inputs = self._prepare_inputs(inputs)  # Trainer API (device placement), as Trainer.training_step uses it
         rows = inputs["input_ids"].shape[0]
         if rows > 0:
-            with self.privacy.clipping(student, inputs.get("record_id"), rows) as clip:
+            with self.privacy.clipping(student, inputs.get(RECORD_ID), rows) as clip:
                 with self.compute_loss_context_manager():
                     row_loss, parts, _ = self.distillation_step_loss(student, inputs, per_row=True)
                 clip.backward(row_loss)
@@ -400,7 +400,7 @@ class DistillationTrainer(Trainer):
             self.save_model(tmp, _internal_call=True)  # model + tokenizer, safetensors
             self.args.save_yaml(os.path.join(tmp, CONFIG_FILENAME))
             for name in os.listdir(tmp):
-                if name == "training_args.bin":  # pickle; the YAML config replaces it
+                if name == TRAINING_ARGS_FILENAME:  # pickle; the YAML config replaces it
                     os.remove(os.path.join(tmp, name))
                     continue
                 os.replace(os.path.join(tmp, name), os.path.join(out, name))

@@ -11,6 +11,8 @@ import math
 import os
 from typing import Any
 
+from ..outputs import DISPARITY_PLOT, FAIRNESS_FILENAME, GENERATIONS_FILENAME, PER_PROFESSION_FILENAME
+
 CSV_COLUMNS = ("profession", "female_share", "cooccurrence_bias", "parity", "n_male", "n_female", "n_neutral",
                "num_prompts")
 
@@ -138,7 +140,7 @@ def plot_disparity(report: dict[str, Any], path: str) -> None:
 def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dict[str, str]:
     """Write the report files into ``out_dir`` (created if needed). Returns their paths by kind."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"json": os.path.join(out_dir, "fairness.json"), "csv": os.path.join(out_dir, "per_profession.csv")}
+    paths = {"json": os.path.join(out_dir, FAIRNESS_FILENAME), "csv": os.path.join(out_dir, PER_PROFESSION_FILENAME)}
     body = {k: v for k, v in report.items() if k != "generations"}
     tmp = paths["json"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -148,12 +150,12 @@ def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dic
         return {"json": paths["json"]}
     write_csv(report, paths["csv"])
     if report.get("generations"):
-        paths["generations"] = os.path.join(out_dir, "generations.jsonl")
+        paths["generations"] = os.path.join(out_dir, GENERATIONS_FILENAME)
         with open(paths["generations"], "w", encoding="utf-8") as fh:
             for g in report["generations"]:
                 fh.write(json.dumps(g) + "\n")
     if plot:
-        paths["png"] = os.path.join(out_dir, "disparity.png")
+        paths["png"] = os.path.join(out_dir, DISPARITY_PLOT)
         plot_disparity(report, paths["png"])
     return paths
 

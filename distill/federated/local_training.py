@@ -19,6 +19,8 @@ import json
 import os
 import tempfile
 
+from ..outputs import PRIVACY_FILENAME
+
 #: Per-process cache: :func:`distill.distillation.models.model_key` -> (teacher, initial student, tokenizer).
 _MODELS: dict[tuple, tuple] = {}
 
@@ -66,7 +68,7 @@ class LocalDistillation:
             params = dict(student.named_parameters())
             out = {n: params[n].detach().clone().contiguous() for n in self.trainable}
             metrics = {"train_loss": float(result.training_loss)}
-            privacy = os.path.join(tmp, "privacy.json")
+            privacy = os.path.join(tmp, PRIVACY_FILENAME)
             if os.path.isfile(privacy):
                 with open(privacy) as fh:
                     metrics["local_epsilon"] = float(json.load(fh)["epsilon"])

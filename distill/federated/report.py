@@ -9,8 +9,8 @@ import os
 import tempfile
 from typing import Any
 
-REPORT_FILENAME = "fl_report.json"
-PLOT_FILENAME = "fl_rounds.png"
+from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME
+
 CARD_MARKER = "## Federated training"
 
 
@@ -155,14 +155,14 @@ def card_section(report: dict) -> str:
                   "amplification by device sampling is claimed.", ""]
     lines += [f"Held-out perplexity of the final global student: {_num(final.get('perplexity'), '.3f')}; "
               f"co-occurrence |bias|: {_num(final.get('cooccurrence_bias_mean_abs'))}. Per-round numbers are in "
-              f"`{REPORT_FILENAME}`.", ""]
+              f"`{FL_REPORT_FILENAME}`.", ""]
     return "\n".join(lines)
 
 
 def add_card_section(model_dir: str) -> str | None:
     """Insert :func:`card_section` (from ``fl_report.json``) into ``model_dir/README.md`` before "## Evaluation"."""
-    card_path = os.path.join(model_dir, "README.md")
-    report_path = os.path.join(model_dir, REPORT_FILENAME)
+    card_path = os.path.join(model_dir, CARD_FILENAME)
+    report_path = os.path.join(model_dir, FL_REPORT_FILENAME)
     if not (os.path.isfile(card_path) and os.path.isfile(report_path)):
         return None
     with open(report_path, encoding="utf-8") as fh:

@@ -31,13 +31,12 @@ import torch
 
 from ..distillation.config import DistillationConfig
 from ..errors import ConfigError
+from ..outputs import CONFIG_FILENAME, FL_PLOT_FILENAME, FL_REPORT_FILENAME, RESULTS_FILENAME
 from .app import DeviceRecords, LocalTrain, make_client_app, make_server_app
 from .config import FederatedConfig
 from .devices import DeviceData
 from .local_training import process_models, trainable_names
 from .report import (
-    PLOT_FILENAME,
-    REPORT_FILENAME,
     add_card_section,
     failures,
     format_round,
@@ -153,7 +152,7 @@ class FederatedRun:
                      report)
         if report["failures"]:
             self.print_fn(f"{self.label}{len(report['failures'])} device failure(s); the run went on without them "
-                          f"(see 'failures' in {REPORT_FILENAME}).")
+                          f"(see 'failures' in {FL_REPORT_FILENAME}).")
         return report
 
 
@@ -187,7 +186,6 @@ def save_outputs(out: str, args: DistillationConfig, student: torch.nn.Module, t
     """The final global student (atomically), its fairness report, fl_report.json, the plot, the model card."""
     from ..fairness.report import write_report
     from ..hub import write_model_card
-    from ..hub.run_info import CONFIG_FILENAME
 
     evaluator.load(state)  # the final global weights (frozen parameters are the initial ones everywhere)
     os.makedirs(out, exist_ok=True)
@@ -201,10 +199,10 @@ def save_outputs(out: str, args: DistillationConfig, student: torch.nn.Module, t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     final = report["final"]
-    write_json({"eval_perplexity": final.get("perplexity")}, os.path.join(out, "all_results.json"))
+    write_json({"eval_perplexity": final.get("perplexity")}, os.path.join(out, RESULTS_FILENAME))
     if evaluator.last_report is not None:  # the last evaluation was of the final weights
         write_report(evaluator.last_report, out)
-    write_json(report, os.path.join(out, REPORT_FILENAME))
-    plot_rounds({report.get("name") or "global student": report["rounds"]}, os.path.join(out, PLOT_FILENAME))
+    write_json(report, os.path.join(out, FL_REPORT_FILENAME))
+    plot_rounds({report.get("name") or "global student": report["rounds"]}, os.path.join(out, FL_PLOT_FILENAME))
     if write_model_card(out) is not None:
         add_card_section(out)

@@ -4,8 +4,7 @@
 * :func:`push_model` validates a model directory and uploads the model, tokenizer, card and reports.
 """
 
-from .card import CARD_FILENAME, build_model_card, write_model_card
+from .card import build_model_card, write_model_card
 from .push import push_model, select_upload_files, validate_model_dir
 
-__all__ = ["CARD_FILENAME", "build_model_card", "write_model_card", "push_model", "select_upload_files",
-           "validate_model_dir"]
+__all__ = ["build_model_card", "write_model_card", "push_model", "select_upload_files", "validate_model_dir"]

@@ -24,7 +24,9 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import DistillError, UnsafeWeightsError
 from ..model_loading import check_safe_weights
-from .card import CARD_FILENAME, build_model_card, write_model_card
+from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PER_PROFESSION_FILENAME,
+                       PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME, TRAINING_ARGS_FILENAME)
+from .card import build_model_card, write_model_card
 
 try:  # the HTTP client's base error (connection refused, timeouts, ...)
     from huggingface_hub.errors import HTTPError as _HTTPError
@@ -33,15 +35,14 @@ except ImportError:  # pragma: no cover - older huggingface_hub
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILES = ["config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json"]
+MODEL_FILES = [MODEL_CONFIG_FILENAME, "generation_config.json", "*.safetensors", "model.safetensors.index.json"]
 PICKLE_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"]
-REPORT_FILES = [CARD_FILENAME, "distill_config.yaml", "all_results.json", "train_results.json",
-                "eval_results.json", "trainer_state.json", "fairness.json", "per_profession.csv", "*.png",
-                "privacy.json"]
+REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, "train_results.json", "eval_results.json",
+                TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME]
 #: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
-NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", "training_args.bin", ".*"]
+NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", TRAINING_ARGS_FILENAME, ".*"]
 
 _OFF_VALUES = ("", "0", "false", "no", "off")
 
@@ -57,9 +58,9 @@ def validate_model_dir(model_dir: str, allow_pickle: bool = False) -> list[str]:
     """Check that ``model_dir`` is a saved model with safe weights; returns the files a push would upload."""
     if not os.path.isdir(model_dir):
         raise DistillError(f"--model {model_dir} is not a directory: pass the output_dir of `distill train`.")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise DistillError(f"{model_dir} has no config.json, so it is not a saved transformers model: pass the "
-                           "output_dir of `distill train` (or a directory written by save_pretrained).")
+    if not os.path.isfile(os.path.join(model_dir, MODEL_CONFIG_FILENAME)):
+        raise DistillError(f"{model_dir} has no {MODEL_CONFIG_FILENAME}, so it is not a saved transformers model: pass "
+                           "the output_dir of `distill train` (or a directory written by save_pretrained).")
     try:
         check_safe_weights(model_dir, allow_pickle, how_to_allow="pass --allow-pickle")
     except UnsafeWeightsError as exc:

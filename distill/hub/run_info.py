@@ -3,17 +3,19 @@
 Everything is read from files in the directory (no model is loaded), so the model card can be written
 right after training, after ``distill evaluate`` added a fairness report, or before a push:
 
-* ``distill_config.yaml`` (the training config), ``config.json`` (the student architecture),
+* ``distill_config.yaml`` (the training config: every fair-distill key, defaults included, and the Trainer keys
+  that describe the run), ``config.json`` (the student architecture),
   ``*.safetensors`` headers (parameter count),
 * ``all_results.json`` / ``trainer_state.json`` (``eval_perplexity``, ``fairness/*`` and ``dp/*`` log entries),
 * ``fairness.json`` (``distill evaluate``) and ``privacy.json`` (DP-SGD accounting).
 
 Missing files are normal: each reader returns ``None`` or an empty dict and the card says what was not measured.
+So are missing config keys (a run saved by an older version recorded only the keys that differed from the
+defaults of its day): the card shows them as unknown rather than guessing today's defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import json
 import logging
@@ -25,7 +27,8 @@ from typing import Any
 
 import yaml
 
-from ..outputs import CONFIG_FILENAME, FAIRNESS_FILENAME, PRIVACY_FILENAME  # noqa: F401 (re-exported)
+from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PRIVACY_FILENAME,
+                       RESULTS_FILENAME, TRAINER_STATE_FILENAME)
 
 logger = logging.getLogger(__name__)
 
@@ -76,23 +79,18 @@ def is_hub_id(name: str | None) -> bool:
 
 
 def training_config(model_dir: str) -> dict[str, Any]:
-    """The run's config: ``distill_config.yaml`` (non-default keys) completed with the config defaults."""
-    from ..distillation.config import DistillationConfig
-
-    raw: dict[str, Any] = {}
+    """The run's config as ``distill_config.yaml`` recorded it (empty when there is none); keys it does not
+    hold are unknown, not defaults (see the module docstring)."""
     path = os.path.join(model_dir, CONFIG_FILENAME)
-    if os.path.isfile(path):
+    if not os.path.isfile(path):
+        return {}
+    try:
         with open(path, encoding="utf-8") as fh:
             loaded = yaml.safe_load(fh)
-        raw = loaded if isinstance(loaded, dict) else {}
-    config: dict[str, Any] = {}
-    for f in dataclasses.fields(DistillationConfig):
-        if f.default is not dataclasses.MISSING:
-            config[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            config[f.name] = f.default_factory()  # type: ignore[misc]
-    config.update(raw)
-    return config
+    except (OSError, yaml.YAMLError) as exc:
+        logger.warning("Ignoring %s: it is not valid YAML (%s).", path, exc)
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def count_parameters(model_dir: str) -> int | None:
@@ -189,7 +187,7 @@ class RunInfo:
     def license(self) -> str | None:
         if self.teacher in KNOWN_LICENSES:
             return KNOWN_LICENSES[self.teacher]
-        teacher_card = os.path.join(self.teacher, "README.md") if self.teacher else ""
+        teacher_card = os.path.join(self.teacher, CARD_FILENAME) if self.teacher else ""
         if teacher_card and os.path.isfile(teacher_card):
             from huggingface_hub import ModelCard
 
@@ -202,8 +200,8 @@ class RunInfo:
 
 def read_run(model_dir: str) -> RunInfo:
     """Collect :class:`RunInfo` from the files of ``model_dir``."""
-    results = _read_json(os.path.join(model_dir, "all_results.json")) or {}
-    state = _read_json(os.path.join(model_dir, "trainer_state.json")) or {}
+    results = _read_json(os.path.join(model_dir, RESULTS_FILENAME)) or {}
+    state = _read_json(os.path.join(model_dir, TRAINER_STATE_FILENAME)) or {}
     history = state.get("log_history", []) if isinstance(state, dict) else []
     perplexity = _finite(results.get("eval_perplexity"))
     eval_loss = _finite(results.get("eval_loss"))
@@ -217,7 +215,7 @@ def read_run(model_dir: str) -> RunInfo:
     return RunInfo(
         model_dir=model_dir,
         config=training_config(model_dir),
-        model_config=_read_json(os.path.join(model_dir, "config.json")) or {},
+        model_config=_read_json(os.path.join(model_dir, MODEL_CONFIG_FILENAME)) or {},
         num_parameters=count_parameters(model_dir),
         perplexity=perplexity,
         eval_loss=eval_loss,

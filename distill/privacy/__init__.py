@@ -12,8 +12,8 @@
 
 from .accounting import PrivacyAccountant, calibrate_noise, compute_epsilon, max_steps_within
 from .bookkeeping import BookKeepingClipper
-from .engine import PRIVACY_FILENAME, DPSettings, DPSGDEngine, PrivacyParams, freeze_embeddings
+from .engine import DPSettings, DPSGDEngine, PrivacyParams, freeze_embeddings
 from .records import RecordLayout
 
 __all__ = ["DPSGDEngine", "DPSettings", "PrivacyParams", "PrivacyAccountant", "BookKeepingClipper", "RecordLayout",
-           "compute_epsilon", "calibrate_noise", "max_steps_within", "freeze_embeddings", "PRIVACY_FILENAME"]
+           "compute_epsilon", "calibrate_noise", "max_steps_within", "freeze_embeddings"]

@@ -29,11 +29,9 @@ import os
 import warnings
 
 from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from ..errors import ConfigError
-
-STATE_FILENAME = "privacy_state.json"
+from ..outputs import PRIVACY_STATE_FILENAME
 
 
 #: PRV is only asked for ε where RDP gives at most this: far beyond it PRV's grid explodes (memory), and the
@@ -213,7 +211,7 @@ class PrivacyAccountant:
         self._acc.history = [(float(s), float(q), int(k)) for s, q, k in state["history"]]
 
     def save(self, directory: str, extra: dict | None = None) -> str:
-        path = os.path.join(directory, STATE_FILENAME)
+        path = os.path.join(directory, PRIVACY_STATE_FILENAME)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump({**self.state_dict(), **(extra or {})}, fh, indent=2)
@@ -222,7 +220,7 @@ class PrivacyAccountant:
 
     @staticmethod
     def read(directory: str) -> dict | None:
-        path = os.path.join(directory, STATE_FILENAME)
+        path = os.path.join(directory, PRIVACY_STATE_FILENAME)
         if not os.path.isfile(path):
             return None
         with open(path, encoding="utf-8") as fh:

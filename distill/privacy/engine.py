@@ -43,7 +43,7 @@ import logging
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
@@ -52,6 +52,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..errors import ConfigError
+from ..outputs import PRIVACY_FILENAME, PRIVACY_STATE_FILENAME, RECORD_ID, TRAINER_STATE_FILENAME
 from .accounting import (PrivacyAccountant, accounted_sample_rate, calibrate_noise, compute_epsilon, describe_noise,
                          max_steps_within, resolve_delta)
 from .bookkeeping import BookKeepingClipper
@@ -62,10 +63,6 @@ from .records import RecordLayout, record_rows
 from .sampling import EmptyBatchCollator, RecordBatchSampler, RecordDataLoader
 
 logger = logging.getLogger(__name__)
-
-#: Summary of a DP run, written to the output directory (read by the model card).
-PRIVACY_FILENAME = "privacy.json"
-RECORD_ID_COLUMN = "record_id"
 
 
 @dataclass
@@ -204,10 +201,6 @@ class DPSGDEngine:
         self.stopped_reason: str | None = None
         self.callback = PrivacyCallback(self)
 
-    @property
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.params)
-
     # ------------------------------------------------------------------------------------------------
     # data
     # ------------------------------------------------------------------------------------------------
@@ -222,7 +215,7 @@ class DPSGDEngine:
             raise ConfigError("DP training needs a train_dataset.")
         if record_ids is None:
             columns = getattr(dataset, "column_names", None) or []
-            record_ids = list(dataset[RECORD_ID_COLUMN]) if RECORD_ID_COLUMN in columns else None
+            record_ids = list(dataset[RECORD_ID]) if RECORD_ID in columns else None
         records = record_rows(record_ids, len(dataset))
         p = self.resolve(len(records), num_processes)
         s = self.settings
@@ -361,9 +354,10 @@ class DPSGDEngine:
             return
         state = PrivacyAccountant.read(path)  # state_dict() and the step it was saved at
         if state is None:
-            raise ConfigError(f"Checkpoint {path} has no privacy state (privacy_state.json): it was not trained with "
-                              "DP, so its privacy cost is unknown. Resume it without dp_enabled, or start a new run.")
-        trainer_state = os.path.join(path, "trainer_state.json")
+            raise ConfigError(f"Checkpoint {path} has no privacy state ({PRIVACY_STATE_FILENAME}): it was not trained "
+                              "with DP, so its privacy cost is unknown. Resume it without dp_enabled, or start a new "
+                              "run.")
+        trainer_state = os.path.join(path, TRAINER_STATE_FILENAME)
         if os.path.isfile(trainer_state):
             with open(trainer_state, encoding="utf-8") as fh:
                 step = json.load(fh).get("global_step")
@@ -409,7 +403,3 @@ class PrivacyCallback(TrainerCallback):
         if state.is_world_process_zero and self.engine.accountant is not None:
             self.engine.write_summary(args.output_dir)
         return control
-
-
-def params_dict(params: PrivacyParams) -> dict[str, Any]:
-    return asdict(params)

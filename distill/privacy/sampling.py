@@ -23,6 +23,7 @@ import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch.utils.data import DataLoader, Sampler
 
+from ..outputs import RECORD_ID
 from .randomness import mix
 
 
@@ -88,4 +89,4 @@ class EmptyBatchCollator:
             return self.collator(examples)
         empty = torch.zeros((0, 1), dtype=torch.long)
         return {"input_ids": empty, "attention_mask": empty.clone(), "labels": empty.clone(),
-                "position_ids": empty.clone(), "record_id": torch.zeros(0, dtype=torch.long)}
+                "position_ids": empty.clone(), RECORD_ID: torch.zeros(0, dtype=torch.long)}
