@@ -9,6 +9,7 @@ The rules (README, "Layout"):
 * ``builtin/`` imports only the ground modules;
 * only ``commands/`` and ``cli`` import ``commands/``, ``cli`` or ``demo/``;
 * the distillation core imports neither ``federated/`` nor ``demo/`` nor the command line;
+* ``hub/`` does not import the core (the core publishes through it; the card reads the run's files);
 * ``distill/`` holds at most 10 modules at its root besides ``__init__``, ``__main__`` and ``cli``.
 """
 
@@ -125,6 +126,8 @@ def rule_breaks(graph: dict[str, set[str]]) -> list[str]:
             if _in(src, "distill.distillation") and _in(dst, ("distill.federated", "distill.demo", "distill.commands",
                                                                 "distill.cli")):
                 breaks.append(f"{edge}: the distillation core does not import what is built on it")
+            if _in(src, "distill.hub") and _in(dst, "distill.distillation"):
+                breaks.append(f"{edge}: the model card is built from the files of a run, not from the core")
     return breaks
 
 

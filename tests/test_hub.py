@@ -185,28 +185,6 @@ def test_card_of_an_older_run_shows_unrecorded_keys_as_unknown(trained, tmp_path
     assert "an unknown teacher" in card.text  # not the default teacher's name
 
 
-def test_hub_does_not_import_the_distillation_core():
-    """The core imports the hub (push after training): the hub reads files on disk, never the core's modules."""
-    import ast
-
-    hub = os.path.join(REPO, "distill", "hub")
-    for name in sorted(os.listdir(hub)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(hub, name)) as fh:
-            tree = ast.parse(fh.read())
-        for node in ast.walk(tree):  # lazy imports inside functions included
-            if isinstance(node, ast.ImportFrom):
-                module = "." * node.level + (node.module or "")
-                targets = [module] + [f"{module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                continue
-            for t in targets:
-                assert not (t.startswith("..distillation") or t.startswith("distill.distillation")), (name, t)
-
-
 def test_card_reports_fairness_and_privacy_in_model_index(trained, tmp_path):
     model = _copy(trained[0], tmp_path)
     for name, payload in (("fairness.json", FAIRNESS), ("privacy.json", PRIVACY)):
@@ -399,4 +377,3 @@ def test_existing_card_is_pushed_as_is(trained, tmp_path, fake_hub):
     assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
     assert _tree_digest(model) == before  # a push never rewrites the card or anything else
     assert "README.md" in fake_hub.uploads()[0]["files"]
-
