@@ -54,3 +54,22 @@ def tiny_args(tmp_path, tiny_teacher_dir):
         return DistillationConfig(**base)
 
     return make
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``distill ARGS`` in this process: ``(exit code, stdout, stderr)``; argparse's exit counts as the code.
+
+    For tests that check what a command writes, not that a fresh interpreter starts (that costs seconds each)."""
+    from distill.cli import main
+
+    def run(*args):
+        capsys.readouterr()  # only this call's output
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, a bad flag
+            rc = exc.code
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return run

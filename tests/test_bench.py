@@ -3,21 +3,44 @@
 The numbers of such a short run mean nothing; the benchmark itself is run by hand (README "Performance").
 """
 
+import importlib
 import importlib.util
 import json
 import os
-import subprocess
-import sys
+
+import pytest
 
 from conftest import REPO
 
 
-def test_bench_smoke_json_has_every_comparison():
-    cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--json", "--steps", "1", "--repeat", "1",
-           "--warmup", "0", "--batch", "2", "--seq", "16", "--eval-prompts", "3", "--eval-new-tokens", "3"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=dict(os.environ))
-    assert res.returncode == 0, res.stderr[-4000:]
-    r = json.loads(res.stdout)
+@pytest.fixture
+def run_script(capsys, monkeypatch):
+    """``python scripts/NAME.py ARGS`` in this process (its memory probes still start fresh processes):
+    ``(the JSON it printed on stdout, its stderr)``. The scripts' global settings are restored afterwards."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
+    monkeypatch.chdir(REPO)
+
+    def run(name, args):
+        verbosity, bars, threads = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), torch.get_num_threads()
+        capsys.readouterr()
+        try:
+            importlib.import_module(name).main(args)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return json.loads(out.out), out.err
+
+    return run
+
+
+def test_bench_smoke_json_has_every_comparison(run_script):
+    r, err = run_script("bench", ["--json", "--steps", "1", "--repeat", "1", "--warmup", "0", "--batch", "2", "--seq",
+                                  "16", "--eval-prompts", "3", "--eval-new-tokens", "3"])
     with_trl = importlib.util.find_spec("trl") is not None
     for key in ("crr_vs_kd", "dp_vs_nondp", "opacus_hooks_vs_nondp", "dp_mem_vs_nondp", "eval_batched_speedup",
                 "cached_kd_vs_kd", "cached_crr_vs_cached_kd"):
@@ -33,26 +56,19 @@ def test_bench_smoke_json_has_every_comparison():
     assert r["eval_identical_outputs"] is True  # batching does not change greedy generations
     assert r["env"]["torch"] and r["env"]["device"]
     assert set(r["step_seconds"]) >= {"kd", "crr", "dp_fast", "dp_hooks", "dp_ghost"}
-    assert "comparison" in res.stderr  # the table goes to stderr with --json
+    assert "comparison" in err  # the table goes to stderr with --json
 
 
 SMALL_GPT2 = ["--real-teacher-layers", "1", "--real-width", "32", "--real-student-layers", "1"]
 
 
-def _run_json(args):
-    res = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=REPO,
-                         env=dict(os.environ))
-    assert res.returncode == 0, res.stderr[-4000:]
-    return json.loads(res.stdout), res.stderr
-
-
-def test_bench_real_shapes_alone_reports_memory_and_trl():
+def test_bench_real_shapes_alone_reports_memory_and_trl(run_script):
     """``--real-shapes --skip-tiny`` (the spelling the docs use), on a small GPT-2 to stay CI-sized."""
     with_trl = importlib.util.find_spec("trl") is not None
     contenders = "kd_matched,trl_gkd" if with_trl else "kd_matched"
-    r, err = _run_json([os.path.join(REPO, "scripts", "bench.py"), "--real-shapes", "--skip-tiny", "--gpu-batch", "1",
-                        "--gpu-seq", "16", "--json", "--real-repeat", "1", "--real-warmup", "0", *SMALL_GPT2,
-                        "--real-contenders", contenders])
+    r, err = run_script("bench", ["--real-shapes", "--skip-tiny", "--gpu-batch", "1", "--gpu-seq", "16", "--json",
+                                  "--real-repeat", "1", "--real-warmup", "0", *SMALL_GPT2,
+                                  "--real-contenders", contenders])
     real = r["real_shapes"]
     assert "targets" not in r and "step_seconds" not in r  # the tiny part was skipped
     assert (real["batch"], real["seq"]) == (1, 16)
@@ -66,10 +82,10 @@ def test_bench_real_shapes_alone_reports_memory_and_trl():
     assert "peak training memory" in err
 
 
-def test_gpu_check_smoke_on_cpu():
-    r, _ = _run_json([os.path.join(REPO, "scripts", "gpu_check.py"), "--teacher-layers", "1", "--width", "32",
-                      "--student-layers", "1", "--batch", "2", "--seq", "16", "--kd-steps", "4", "--repeat", "1",
-                      "--steps", "1", "--contenders", "kd,dp_fast"])
+def test_gpu_check_smoke_on_cpu(run_script):
+    r, _ = run_script("gpu_check", ["--teacher-layers", "1", "--width", "32", "--student-layers", "1", "--batch", "2",
+                                    "--seq", "16", "--kd-steps", "4", "--repeat", "1", "--steps", "1",
+                                    "--contenders", "kd,dp_fast"])
     real = r["real_shapes"]
     assert real["dp_vs_nondp"] > 0 and real["dp_mem_vs_nondp"] > 0 and set(real["tokens_per_second"]) == {"kd", "dp_fast"}
     run = r["kd_run"]

@@ -3,12 +3,8 @@ results; `distill evaluate --suite all` compares several models in one table, pl
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
-
-from conftest import REPO
 
 evaluate = pytest.importorskip("evaluate")
 
@@ -94,20 +90,19 @@ def test_measurement_without_a_model_is_one_clear_error():
         evaluate.load(measurement_path("minimal_pairs")).compute(stereotypical=["a"], anti_stereotypical=["b"])
 
 
-def test_evaluate_suite_all_compares_models(tmp_path, tiny_teacher_dir):
+def test_evaluate_suite_all_compares_models(tmp_path, tiny_teacher_dir, run_cli):
     """Two models, every family, CI-sized: one table, one comparison plot, a fairness.json each."""
     import shutil
 
     other = tmp_path / "copy"
     shutil.copytree(tiny_teacher_dir, other)
     out = tmp_path / "report"
-    cmd = [sys.executable, "-m", "distill", "evaluate", "--model", tiny_teacher_dir, "--model", str(other),
-           "--suite", "all", "--occupations", "nurse,pilot", "--ceat-tests", "career_family,occupations",
-           "--ceat-samples", "50", "--metrics", "cooccurrence,parity", "--max-new-tokens", "4", "--quiet",
-           "--out", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=dict(os.environ))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "CEAT ES" in res.stdout and "pronoun gap" in res.stdout and "stereo pairs" in res.stdout
+    rc, stdout, err = run_cli("evaluate", "--model", tiny_teacher_dir, "--model", other, "--suite", "all",
+                              "--occupations", "nurse,pilot", "--ceat-tests", "career_family,occupations",
+                              "--ceat-samples", "50", "--metrics", "cooccurrence,parity", "--max-new-tokens", "4",
+                              "--quiet", "--out", out)
+    assert rc == 0, err[-3000:]
+    assert "CEAT ES" in stdout and "pronoun gap" in stdout and "stereo pairs" in stdout
     assert (out / "comparison.png").stat().st_size > 5000
     reports = [json.loads((out / d / "fairness.json").read_text()) for d in ("tiny", "copy")]
     for r in reports:

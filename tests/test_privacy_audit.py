@@ -2,14 +2,9 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
+import random
 
 import pytest
-
-from conftest import REPO
-import random
 
 from distill.privacy.audit import (canary_exposure, extract_canaries, membership_attacks, membership_auc, roc_auc,
                                    roc_curve, sequence_losses, tpr_at_fpr)
@@ -115,17 +110,15 @@ def test_dp_lowers_exposure_and_membership_inference(tiny_args, tmp_path, gpt2_t
     assert (tmp_path / "dp1" / "privacy.json").exists()
 
 
-def test_audit_command_writes_audit_json(tiny_teacher_dir, tmp_path):
+def test_audit_command_writes_audit_json(tiny_teacher_dir, tmp_path, run_cli):
     members, non_members = tmp_path / "m.txt", tmp_path / "n.txt"
     members.write_text("the nurse said she was tired.\nthe doctor said he was late.\n")
     non_members.write_text("a cat sat on the mat.\nthe sky is blue today.\n")
     out = tmp_path / "audit.json"
-    res = subprocess.run([sys.executable, "-m", "distill", "audit", "--model", tiny_teacher_dir, "--members",
-                          str(members), "--non-members", str(non_members), "--canary-seed", "7",
-                          "--num-candidates", "15", "--num-beams", "4", "--reference", tiny_teacher_dir,
-                          "--output", str(out)],
-                         capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    rc, _, err = run_cli("audit", "--model", tiny_teacher_dir, "--members", members, "--non-members", non_members,
+                         "--canary-seed", "7", "--num-candidates", "15", "--num-beams", "4", "--reference",
+                         tiny_teacher_dir, "--output", out)
+    assert rc == 0, err[-2000:]
     report = json.loads(out.read_text())
     mia = report["membership_inference"]
     assert 0.0 <= mia["loss_threshold"]["auc"] <= 1.0
@@ -135,9 +128,8 @@ def test_audit_command_writes_audit_json(tiny_teacher_dir, tmp_path):
     assert c["extraction"]["num_beams"] == 4 and isinstance(c["extraction"]["extracted_greedy"], bool)
     assert c["canary"] == make_canary(7) and 1 <= c["rank"] <= 16
     assert c["exposure"] == pytest.approx(math.log2(16) - math.log2(c["rank"]))
-    bad = subprocess.run([sys.executable, "-m", "distill", "audit", "--model", tiny_teacher_dir, "--members",
-                          str(members)], capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=300)
-    assert bad.returncode == 2 and "--non-members" in bad.stderr and "Traceback" not in bad.stderr
+    rc, _, err = run_cli("audit", "--model", tiny_teacher_dir, "--members", members)
+    assert rc == 2 and "--non-members" in err and "Traceback" not in err
 
 
 def test_sweep_table_plot_and_epsilon_parsing(tmp_path):
