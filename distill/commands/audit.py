@@ -72,11 +72,11 @@ def resolve_output_dir(args, default: str) -> str:
 
 
 def _read_texts(path: str, column: str, limit: int | None) -> list[str]:
-    from ..distillation.data import load_raw_datasets
+    from ..text_data import load_raw_datasets
     from ..errors import ConfigError
 
     if path.endswith((".txt", ".text")):
-        from ..distillation.data import read_text
+        from ..text_data import read_text
 
         texts = [line for line in read_text(path).splitlines() if line.strip()]
     else:

@@ -36,7 +36,7 @@ from transformers import PreTrainedModel, Trainer
 
 from .config import DistillationConfig
 from .teacher_forward import role_reversed_teacher_states, role_reversed_teacher_targets
-from .data import DistillationCollator
+from ..text_data import DistillationCollator
 from ..errors import ConfigError
 from .fused_loss import CachedTeacherSide, Counterfactual, TeacherSide, fused_distillation_loss
 from ..outputs import CONFIG_FILENAME

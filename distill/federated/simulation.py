@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def load_corpus(args: DistillationConfig, texts: list[str] | None = None) -> tuple[list[str], list[str]]:
     """``(training records, held-out records)`` of the config's data source (validation split as held-out)."""
-    from ..distillation.data import load_raw_datasets
+    from ..text_data import load_raw_datasets
 
     raw = load_raw_datasets(
         None if texts is not None else args.dataset_name, dataset_config_name=args.dataset_config_name,
