@@ -212,10 +212,9 @@ def default_jobs() -> int:
 
 def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None, seeds: int = 1,
               jobs: int | None = None, spec: SweepSpec | None = None) -> dict:
-    from ..model_loading import load_causal_lm
+    """Train and audit every (ε, method, seed) run into ``out``; write ``sweep.json``, ``sweep.png``; return the
+    report. Every process uses one torch thread (``jobs`` processes side by side)."""
     from ..outputs import check_output_dir
-    from ..privacy.audit import sequence_losses
-    from ..privacy.canary import make_canary
 
     check_output_dir(out, "output_dir", empty=True)  # before any work
     if seeds < 1:
@@ -223,6 +222,22 @@ def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None
     epsilons = epsilons or parse_epsilons(QUICK_EPSILONS if quick else DEFAULT_EPSILONS)
     spec = spec or (SweepSpec.quick() if quick else SweepSpec())
     seed_list = [spec.demo.seed + i for i in range(seeds)]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread barely helps, and under load OpenMP spin-waits (17x slower)
+    try:
+        return _sweep(out, epsilons, seeds, seed_list, jobs, spec)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sweep(out: str, epsilons: list[float], seeds: int, seed_list: list[int], jobs: int | None,
+           spec: SweepSpec) -> dict:
+    from ..model_loading import load_causal_lm
+    from ..privacy.audit import sequence_losses
+    from ..privacy.canary import make_canary
+
     start = time.time()
     os.makedirs(out, exist_ok=True)
     corpus = dict(skew=spec.demo.skew, occupations=DEMO_OCCUPATIONS, holdout_prompts=NEUTRAL_TEMPLATES)
@@ -263,9 +278,8 @@ def run_sweep(out: str, quick: bool = False, epsilons: list[float] | None = None
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(context, threads)) as pool:
+                                 initargs=(context, 1)) as pool:
             rows = list(pool.map(_train_and_audit, tasks))
     points, comparisons = summarise_points(rows, epsilons)
     report = {"spec": asdict(spec), "epsilons": [_label(e) for e in epsilons], "seeds": seed_list,
