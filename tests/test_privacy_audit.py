@@ -132,21 +132,72 @@ def test_audit_command_writes_audit_json(tiny_teacher_dir, tmp_path, run_cli):
     assert rc == 2 and "--non-members" in err and "Traceback" not in err
 
 
-def test_sweep_table_plot_and_epsilon_parsing(tmp_path):
-    from distill.demo.privacy_sweep import format_sweep_table, parse_epsilons, plot_sweep
+def _sweep_rows(biases: dict) -> list[dict]:
+    return [{"name": f"{m}_eps{e}_seed{seed}", "crr": m == "crr", "method": m, "seed": seed, "target_epsilon": e,
+             "epsilon": e, "noise_multiplier": 1.0 if e else 0.0, "perplexity": 2.0 + seed, "mia_loss_auc": 0.6,
+             "mia_loss_tpr_1pct": 0.02, "mia_ref_auc": 0.7 + 0.01 * seed, "mia_ref_tpr_1pct": 0.05,
+             "canary_exposure": 3.0, "canary_max_exposure": 9.0, "canary_extracted_greedy": e is None and seed == 0,
+             "canary_beam_rank": None, "canary_digits_greedy": 1, "cooccurrence_bias": biases[m, e][seed]}
+            for m in ("kd", "crr") for e in (1.0, 8.0, None) for seed in range(3)]
+
+
+def test_sweep_points_table_plot_and_epsilon_parsing(tmp_path):
+    from distill.demo.privacy_sweep import format_sweep_table, parse_epsilons, plot_sweep, summarise_points
     from distill.errors import ConfigError
+    from distill.fairness.statistics import summary
 
     assert parse_epsilons("1, 4,8,inf") == [1.0, 4.0, 8.0, math.inf]
     for bad in ("", "a,b", "0,1", "nan"):
         with pytest.raises(ConfigError, match="--epsilons"):
             parse_epsilons(bad)
-    rows = [{"name": f"{m}_eps{e}", "crr": m == "crr", "target_epsilon": e, "epsilon": e, "perplexity": 2.0,
-             "mia_loss_auc": 0.6, "mia_loss_tpr_1pct": 0.02, "mia_ref_auc": 0.7, "mia_ref_tpr_1pct": 0.05,
-             "canary_exposure": 3.0, "canary_max_exposure": 9.0, "canary_extracted_greedy": e is None,
-             "canary_beam_rank": 2 if e == 8 else None, "canary_digits_greedy": 1, "cooccurrence_bias": 0.4}
-            for m in ("kd", "crr") for e in (1.0, 8, None)]
-    report = {"epsilons": ["1", "8", "inf"], "rows": rows}
+    biases = {("kd", 1.0): [0.5, 0.6, 0.55], ("crr", 1.0): [0.1, 0.2, 0.12],   # CRR clearly lower
+              ("kd", 8.0): [0.39, 0.50, 0.41], ("crr", 8.0): [0.54, 0.30, 0.47],  # the seeds disagree
+              ("kd", None): [0.4, 0.4, 0.4], ("crr", None): [0.3, 0.3, 0.3]}
+    points, comparisons = summarise_points(_sweep_rows(biases), [1.0, 8.0, math.inf])
+    assert len(points) == 6
+    p = next(p for p in points if p["method"] == "crr" and p["epsilon"] == 8.0)
+    assert p["n_seeds"] == 3 and p["seeds"] == [0, 1, 2] and p["epsilon_label"] == "8"
+    for key in ("perplexity", "bias", "mia_auc", "exposure"):
+        assert set(p[key]) == {"mean", "ci95", "values"}
+    assert p["bias"] == summary([0.54, 0.30, 0.47]) and p["mia_auc"]["values"] == pytest.approx([0.7, 0.71, 0.72])
+    assert next(p for p in points if p["epsilon"] is None and p["method"] == "kd")["canary_extracted_greedy"] == 1
+    by_eps = {c["epsilon_label"]: c for c in comparisons}
+    assert by_eps["1"]["p_value"] < 0.05 and by_eps["1"]["verdict"].startswith("yes")
+    assert by_eps["8"]["p_value"] > 0.05 and by_eps["8"]["verdict"].startswith("cannot tell (p = ")
+    assert by_eps["inf"]["p_value"] == 0.0  # every seed 0.1 lower: no spread, decided by the sign
+    report = {"epsilons": ["1", "8", "inf"], "points": points, "comparisons": comparisons}
     table = format_sweep_table(report).splitlines()
-    assert len(table) == 2 + len(rows) and "greedy" in table[4] and "beam 2" in table[3] and "no (1/6)" in table[2]
+    assert len(table) == 2 + len(points) + 1 + len(comparisons)
+    assert "0.437 [" in table[5]  # crr at epsilon 8: mean [lo, hi] of the bias
+    assert "CRR lowers bias vs KD at epsilon = 8: cannot tell (p = " in table[-2]
     plot_sweep(report, str(tmp_path / "sweep.png"))
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
+
+
+def test_sweep_seeds_in_process(monkeypatch, tmp_path, capsys):
+    """`distill audit --sweep --seeds 2` at the smallest size: every run trained with its seed, sweep.json's schema."""
+    from distill.cli import main
+    from distill.demo import privacy_sweep
+
+    monkeypatch.setattr(privacy_sweep.SweepSpec, "quick", classmethod(lambda cls: cls.tiny()))
+    out = tmp_path / "sweep"
+    assert main(["audit", "--sweep", "--quick", "--seeds", "2", "--epsilons", "8", "--jobs", "1",
+                 "--output_dir", str(out)]) == 0
+    report = json.loads((out / "sweep.json").read_text())
+    assert report["seeds"] == [0, 1] and "Student t" in report["interval"]
+    assert sorted((r["method"], r["seed"]) for r in report["rows"]) == [("crr", 0), ("crr", 1), ("kd", 0), ("kd", 1)]
+    for r in report["rows"]:
+        cfg = (out / r["name"] / "distill_config.yaml").read_text()
+        assert f"seed: {r['seed']}" in cfg.splitlines() and r["epsilon"] <= 8.0 + 1e-9
+    assert len({r["noise_multiplier"] for r in report["rows"]}) == 1  # one calibration shared by every run
+    for p in report["points"]:
+        assert p["epsilon"] == 8.0 and p["n_seeds"] == 2 and p["method"] in ("kd", "crr")
+        for key in ("perplexity", "bias", "mia_auc", "exposure"):
+            assert len(p[key]["values"]) == 2 and len(p[key]["ci95"]) == 2
+    (c,) = report["comparisons"]
+    assert c["n"] == 2 and c["seeds"] == [0, 1] and c["verdict"].startswith(("yes", "cannot tell"))
+    printed = capsys.readouterr()
+    assert "CRR lowers bias vs KD at epsilon = 8: " in printed.out and (out / "sweep.png").exists()
+    with pytest.raises(SystemExit):  # --out is a hidden alias: not in --help
+        main(["audit", "--help"])
+    assert "--out " not in capsys.readouterr().out

@@ -3,13 +3,15 @@ privacy-utility-fairness curve (:mod:`distill.demo.privacy_sweep`)."""
 
 from __future__ import annotations
 
+import argparse
+
 NAME = "audit"
 HELP = ("Privacy audit: membership inference (loss threshold, reference-calibrated), canary exposure and "
         "extraction; --sweep trains at several epsilons and plots the privacy-utility-fairness curve.")
 DESCRIPTION = """Privacy audit of a causal LM.
 
   distill audit --model runs/tiny-dp --members train.txt --non-members heldout.txt [--canary-seed 1234]
-  distill audit --sweep --quick --out runs/privacy-sweep
+  distill audit --sweep --quick --seeds 3 --output_dir runs/privacy-sweep
 
 Members/non-members: .txt (one text a line), .json/.jsonl/.csv/.parquet (column --text-column).
 Membership inference: the loss-threshold attack (score = -loss) and, with a reference model (--reference, default:
@@ -17,8 +19,9 @@ the teacher named in MODEL/distill_config.yaml), the reference-calibrated attack
 loss). Each reports AUC (0.5 = no measurable leakage) and TPR at 1% and 0.1% FPR.
 Canaries (--canary TEXT or --canary-seed N): exposure = log2|R| - log2(rank) among --num-candidates random secrets
 of the format, and extraction: greedy and beam decoding of the digits from the prefix.
---sweep: trains the demo student at several epsilons (--epsilons), with and without CRR, and writes
-sweep.json, sweep.png and a table."""
+--sweep: trains the demo student at several epsilons (--epsilons), with and without CRR, --seeds times each,
+and writes sweep.json, sweep.png and a table: each figure as its mean with a 95 % Student t interval over the
+seeds, and a one-sided paired t-test of "CRR lowers bias vs KD" at each epsilon."""
 
 
 def add_arguments(parser) -> None:
@@ -30,8 +33,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="Train the demo student at several epsilons, with and without CRR, and audit each.")
     parser.add_argument("--quick", action="store_true", help="--sweep: the small version (minutes on a CPU).")
-    parser.add_argument("--epsilons", default="1,4,8,inf", help="--sweep: comma-separated epsilons (inf = no noise).")
-    parser.add_argument("--out", default="runs/privacy-sweep", help="--sweep: output directory.")
+    parser.add_argument("--epsilons", default=None,
+                        help="--sweep: comma-separated epsilons (inf = no noise; default 1,4,8,inf, --quick 1,8,inf).")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="--sweep: train each (epsilon, method) point with this many seeds (intervals and paired "
+                             "tests need 2 or more).")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="--sweep: worker processes training side by side (default: one per core, at most 2).")
+    parser.add_argument("--output_dir", default=None, help="--sweep: output directory (default runs/privacy-sweep).")
+    parser.add_argument("--out", dest="out_deprecated", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--members", help="Texts that were in the training data.")
     parser.add_argument("--non-members", help="Held-out texts from the same distribution.")
     parser.add_argument("--text-column", default="text", help="Column of the texts in json/csv/parquet files.")
@@ -44,6 +54,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random canary candidates.")
     parser.add_argument("--output", default=None, help="Where to write audit.json (default: MODEL/audit.json).")
     parser.add_argument("--allow-pickle", action="store_true", help="Allow loading non-safetensors weights.")
+
+
+def resolve_output_dir(args, default: str) -> str:
+    """--output_dir, or the deprecated --out (with a one-line warning), or ``default``."""
+    import sys
+
+    from ..errors import ConfigError
+
+    old = getattr(args, "out_deprecated", None)
+    if old is None:
+        return args.output_dir or default
+    if args.output_dir is not None and args.output_dir != old:
+        raise ConfigError(f"--out '{old}' and --output_dir '{args.output_dir}' disagree: give --output_dir only.")
+    print("warning: --out is deprecated, use --output_dir", file=sys.stderr)
+    return old
 
 
 def _read_texts(path: str, column: str, limit: int | None) -> list[str]:
@@ -91,7 +116,11 @@ def run(args, extra) -> int:
     if args.sweep:
         from ..demo.privacy_sweep import parse_epsilons, run_sweep
 
-        run_sweep(args.out, quick=args.quick, epsilons=parse_epsilons(args.epsilons))
+        out = resolve_output_dir(args, "runs/privacy-sweep")
+        epsilons = parse_epsilons(args.epsilons) if args.epsilons is not None else None
+        if args.jobs is not None and args.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {args.jobs}.")
+        run_sweep(out, quick=args.quick, epsilons=epsilons, seeds=args.seeds, jobs=args.jobs)
         return 0
     if args.model is None:
         raise ConfigError("Give --model DIR to audit a model (or --sweep to train and audit a series).")

@@ -1,6 +1,8 @@
-"""`distill demo [--out DIR] [--quick]`: the offline end-to-end bias-mitigation demo."""
+"""`distill demo [--output_dir DIR] [--quick] [--seeds N]`: the offline end-to-end bias-mitigation demo."""
 
 from __future__ import annotations
+
+import argparse
 
 NAME = "demo"
 HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a counterfactual-role-reversal student "
@@ -8,18 +10,28 @@ HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a count
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="Output directory (must be new or empty).")
+    parser.add_argument("--output_dir", default=None, help="Output directory (must be new or empty; default runs/demo).")
+    parser.add_argument("--out", dest="out_deprecated", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="A smaller run (under 2 minutes on 2 CPU cores).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the teacher and the first student.")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="Train each student with this many seeds (seed, seed+1, ...; one shared teacher) and "
+                             "report bias and perplexity as mean and 95%% Student t interval, with paired t-tests "
+                             "of the bias comparisons.")
 
 
 def run(args, extra) -> int:
     from transformers.utils import logging as hf_logging
 
     from ..demo.pipeline import run_demo
+    from ..errors import ConfigError
     from ..outputs import check_output_dir
+    from .audit import resolve_output_dir
 
-    check_output_dir(args.out, "out", empty=True)
+    out = resolve_output_dir(args, "runs/demo")
+    check_output_dir(out, "output_dir", empty=True)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
     hf_logging.set_verbosity_error()
-    run_demo(args.out, quick=args.quick, seed=args.seed)
+    run_demo(out, quick=args.quick, seed=args.seed, seeds=args.seeds)
     return 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -27,6 +27,7 @@ from ..builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 from ..builtin.corpus import CorpusSpec, generate_corpus, planted_gender
 from ..builtin.vocab import restricted_gpt2_tokenizer
 from ..fairness.scoring import heldout_perplexity
+from ..fairness.statistics import INTERVAL_METHOD, TEST_METHOD, format_interval
 from ..outputs import DEMO_PLOT, DEMO_REPORT_FILENAME, PRIVACY_FILENAME
 
 VARIANTS = ("teacher", "kd", "crr", "crr_dp")
@@ -102,60 +103,61 @@ def _check_out_dir(out: str) -> None:
         raise ConfigError(f"{out} exists and is not empty: choose a new --out directory (nothing was changed).")
 
 
-def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
-    """Run the demo into ``out`` and return the report (also written to ``out/demo_report.json``)."""
+def run_demo(out: str, quick: bool = False, seed: int = 0, seeds: int = 1, spec: DemoSpec | None = None) -> dict:
+    """Run the demo into ``out`` and return the report (also written to ``out/demo_report.json``).
+
+    ``seeds`` > 1 trains each student with seeds ``seed, seed+1, ...`` (one shared corpus and teacher: the
+    comparison is between distillation methods) into ``out/VARIANT_seedS``; the report then gives each student's
+    figures as means over seeds, its bias and perplexity with a 95 % Student t interval, and a one-sided paired
+    t-test (seed i against seed i) of each bias comparison with KD.
+    """
     from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
-    from ..fairness.suite import evaluate_suite
-    from ..fairness.report import write_report
-    from ..hub import write_model_card
-    from ..model_loading import load_causal_lm
     from ..distillation.train import run_training
+    from ..fairness.statistics import INTERVAL_METHOD
 
     _check_out_dir(out)
-    spec = DemoSpec.quick(seed) if quick else DemoSpec(seed=seed)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
+    spec = spec or (DemoSpec.quick(seed) if quick else DemoSpec(seed=seed))
+    seed_list = [spec.seed + i for i in range(seeds)]
     start = time.time()
     os.makedirs(out, exist_ok=True)
     corpus = dict(skew=spec.skew, occupations=DEMO_OCCUPATIONS, holdout_prompts=NEUTRAL_TEMPLATES)
-    texts = generate_corpus(CorpusSpec(num_documents=spec.num_documents, seed=seed, **corpus))
-    heldout = generate_corpus(CorpusSpec(num_documents=spec.heldout_documents, seed=seed + 1000, **corpus))
+    texts = generate_corpus(CorpusSpec(num_documents=spec.num_documents, seed=spec.seed, **corpus))
+    heldout = generate_corpus(CorpusSpec(num_documents=spec.heldout_documents, seed=spec.seed + 1000, **corpus))
     tokenizer = demo_tokenizer(texts + heldout)
     teacher_dir = os.path.join(out, "teacher")
     print(f"[1/3] Training the teacher on {len(texts)} documents with a planted {spec.skew:.0%}/{1 - spec.skew:.0%} "
           f"occupation-gender skew (GPT-2's BPE restricted to the {len(tokenizer)} tokens the demo needs)", flush=True)
     train_tiny_teacher(teacher_dir, spec.teacher, texts=texts, tokenizer=tokenizer)
-    dirs = {"teacher": teacher_dir}
-    for variant in VARIANTS[1:]:
-        print(f"[2/3] Distilling the '{variant}' student", flush=True)
-        args = student_config(spec, os.path.join(out, variant), teacher_dir, variant)
-        run_training(args, texts=texts)
-        dirs[variant] = args.output_dir
-    print("[3/3] Evaluating gender disparity (held-out templates) and held-out perplexity", flush=True)
     prompts = builtin_prompts(list(DEMO_OCCUPATIONS))
     planted = {occ: planted_gender(occ) for occ in DEMO_OCCUPATIONS}
     report: dict = {"spec": asdict(spec), "occupations": list(DEMO_OCCUPATIONS), "planted_gender": planted,
                     "variants": {}}
-    for variant, path in dirs.items():
-        model = load_causal_lm(path)
-        fair = evaluate_suite(model, tokenizer, "all", prompts, occupations=DEMO_OCCUPATIONS,
-                              metrics=("cooccurrence", "parity", "sentiment"), ceat_tests=("occupations",),
-                              num_samples=spec.num_samples, max_new_tokens=spec.max_new_tokens, seed=seed,
-                              model_name=f"demo/{variant}", progress=False)
-        write_report(fair, path)
-        if variant != "teacher":
-            write_model_card(path)  # now with the fairness results
-        per_profession = {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])}
-        report["variants"][variant] = {
-            "perplexity": heldout_perplexity(model, tokenizer, heldout),
-            "cooccurrence_bias_mean_abs": fair.get("cooccurrence_bias_mean_abs"),
-            "cooccurrence_bias_mean": fair.get("cooccurrence_bias_mean"),
-            "mean_parity": fair.get("mean_parity"),
-            "min_parity": fair.get("min_parity"),
-            "sentiment_gap": (fair.get("sentiment_gap") or {}).get("gap"),
-            "epsilon": _epsilon(path),
-            **family_figures(fair),
-            **planted_direction(per_profession, planted),
-            "per_profession": per_profession,
-        }
+    per_seed: dict[str, list[dict]] = {v: [] for v in VARIANTS[1:]}
+    for i, s in enumerate(seed_list):
+        dirs = {"teacher": teacher_dir} if i == 0 else {}
+        for variant in VARIANTS[1:]:
+            print(f"[2/3] Distilling the '{variant}' student" + (f" (seed {s})" if seeds > 1 else ""), flush=True)
+            name = variant if seeds == 1 else f"{variant}_seed{s}"
+            args = student_config(replace(spec, seed=s), os.path.join(out, name), teacher_dir, variant)
+            run_training(args, texts=texts)
+            dirs[variant] = args.output_dir
+        print("[3/3] Evaluating gender disparity (held-out templates) and held-out perplexity"
+              + (f" (seed {s})" if seeds > 1 else ""), flush=True)
+        for variant, path in dirs.items():
+            figures = measure_model(path, variant, tokenizer, prompts, heldout, planted, spec, s)
+            if variant == "teacher":
+                report["variants"]["teacher"] = figures
+            else:
+                per_seed[variant].append(figures)
+    for variant, runs in per_seed.items():
+        report["variants"][variant] = runs[0] if seeds == 1 else seed_figures(runs, seed_list)
+    report["n_seeds"], report["seeds"], report["interval"] = seeds, seed_list, INTERVAL_METHOD
+    if seeds > 1:
+        report["per_seed"] = {v: [{k: x for k, x in r.items() if k != "per_profession"} for r in runs]
+                              for v, runs in per_seed.items()}
+    report["comparisons"] = bias_comparisons(per_seed)
     report["runtime_seconds"] = round(time.time() - start, 1)
     with open(os.path.join(out, DEMO_REPORT_FILENAME), "w") as fh:
         json.dump(report, fh, indent=2)
@@ -164,6 +166,79 @@ def run_demo(out: str, quick: bool = False, seed: int = 0) -> dict:
     print(f"Wrote {os.path.join(out, DEMO_REPORT_FILENAME)} and {os.path.join(out, DEMO_PLOT)} "
           f"in {report['runtime_seconds']:.0f} s")
     return report
+
+
+def measure_model(path: str, variant: str, tokenizer, prompts, heldout: list[str], planted: dict, spec: DemoSpec,
+                  seed: int) -> dict:
+    """Evaluate one model of the demo (fairness suite, perplexity); writes its fairness report and model card."""
+    from ..fairness.report import write_report
+    from ..fairness.suite import evaluate_suite
+    from ..hub import write_model_card
+    from ..model_loading import load_causal_lm
+
+    model = load_causal_lm(path)
+    fair = evaluate_suite(model, tokenizer, "all", prompts, occupations=DEMO_OCCUPATIONS,
+                          metrics=("cooccurrence", "parity", "sentiment"), ceat_tests=("occupations",),
+                          num_samples=spec.num_samples, max_new_tokens=spec.max_new_tokens, seed=seed,
+                          model_name=f"demo/{variant}", progress=False)
+    write_report(fair, path)
+    if variant != "teacher":
+        write_model_card(path)  # now with the fairness results
+    per_profession = {r["profession"]: r.get("cooccurrence_bias") for r in fair.get("per_profession", [])}
+    return {
+        "perplexity": heldout_perplexity(model, tokenizer, heldout),
+        "cooccurrence_bias_mean_abs": fair.get("cooccurrence_bias_mean_abs"),
+        "cooccurrence_bias_mean": fair.get("cooccurrence_bias_mean"),
+        "mean_parity": fair.get("mean_parity"),
+        "min_parity": fair.get("min_parity"),
+        "sentiment_gap": (fair.get("sentiment_gap") or {}).get("gap"),
+        "epsilon": _epsilon(path),
+        **family_figures(fair),
+        **planted_direction(per_profession, planted),
+        "per_profession": per_profession,
+    }
+
+
+#: The figures the demo reports with an interval over seeds.
+INTERVAL_FIGURES = ("perplexity", "cooccurrence_bias_mean_abs")
+#: The demo's comparisons: "A lowers the co-occurrence bias vs B" (A's seed i against B's seed i).
+COMPARISONS = (("crr", "kd", "CRR lowers bias vs KD"), ("crr_dp", "kd", "CRR + DP lowers bias vs KD"))
+
+
+def mean_figures(runs: list):
+    """The mean over seeds of each number (recursively in dicts and lists); None where any seed has none."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: mean_figures([r.get(k) for r in runs]) for k in first}
+    if isinstance(first, list):
+        return [mean_figures([r[j] for r in runs]) for j in range(len(first))]
+    if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in runs):
+        return None if any(v is None for v in runs) else first
+    return sum(runs) / len(runs)
+
+
+def seed_figures(runs: list[dict], seeds: list[int]) -> dict:
+    """A student's figures over seeds: the means, and ``seeds`` with the intervals of :data:`INTERVAL_FIGURES`."""
+    from ..fairness.statistics import summary
+
+    figures = mean_figures(runs)
+    figures["seeds"] = {"n_seeds": len(runs), "seeds": list(seeds),
+                        **{k: summary([r[k] for r in runs]) for k in INTERVAL_FIGURES
+                           if all(r.get(k) is not None for r in runs)}}
+    return figures
+
+
+def bias_comparisons(per_seed: dict[str, list[dict]]) -> list[dict]:
+    """The paired one-sided t-tests of :data:`COMPARISONS` on the co-occurrence bias."""
+    from ..fairness.statistics import compare
+
+    out = []
+    for a, b, claim in COMPARISONS:
+        xa = [r["cooccurrence_bias_mean_abs"] for r in per_seed.get(a, [])]
+        xb = [r["cooccurrence_bias_mean_abs"] for r in per_seed.get(b, [])]
+        if xa and len(xa) == len(xb) and None not in xa + xb:
+            out.append({"metric": "cooccurrence_bias_mean_abs", "a": a, "b": b, **compare(claim, xa, xb)})
+    return out
 
 
 def planted_direction(per_profession: dict[str, float | None], planted: dict[str, str]) -> dict:
@@ -216,13 +291,23 @@ def format_demo_table(report: dict) -> str:
         agree = v.get("planted_direction_agreement")
         towards = "-" if agree is None else f"{v['planted_direction_bias']:+.3f} ({agree:.0%})"
         share = v.get("minimal_pairs_stereotype_share")
-        rows.append((name, _f(v["perplexity"], ".2f"), _f(v["cooccurrence_bias_mean_abs"]), towards,
+        over = v.get("seeds") or {}
+        ppl = format_interval(over["perplexity"], ".2f") if "perplexity" in over else _f(v["perplexity"], ".2f")
+        bias = (format_interval(over["cooccurrence_bias_mean_abs"]) if "cooccurrence_bias_mean_abs" in over
+                else _f(v["cooccurrence_bias_mean_abs"]))
+        rows.append((name, ppl, bias, towards,
                      _f(v["mean_parity"]), _f(v["sentiment_gap"], "+.3f"), _f(v.get("ceat_effect_size"), "+.3f"),
                      _f(v.get("prediction_sensitivity")), _f(v.get("pronoun_gap"), "+.3f"),
                      "-" if share is None else f"{share:.0%}", _f(v["epsilon"], ".2f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    n = report.get("n_seeds", 1)
+    if n > 1:
+        lines.append(f"Students: mean over {n} seeds {report.get('seeds')}; perplexity and bias as mean "
+                     f"[{report.get('interval', INTERVAL_METHOD)}]; the teacher is one model.")
+    for c in report.get("comparisons", []):
+        lines.append(f"{c['claim']}: {c['verdict']}; mean difference {c['mean_difference']:+.3f} ({TEST_METHOD})")
     return "\n".join(lines)
 
 
@@ -255,15 +340,19 @@ def plot_demo(report: dict, path: str) -> None:
             (axes[3], "minimal_pairs_stereotype_share", "Minimal pairs preferring\nthe stereotype (0.5 is fair)", 0.5),
             (axes[4], "perplexity", "Held-out perplexity\n(lower is better)", None)):
         vals = [report["variants"][n].get(key) or 0.0 for n in variants]
-        ax.bar(variants, vals, color=[colors.get(n) for n in variants])
+        cis = [((report["variants"][n].get("seeds") or {}).get(key) or {}).get("ci95") for n in variants]
+        err = [[v - ci[0] if ci else 0.0 for v, ci in zip(vals, cis)], [ci[1] - v if ci else 0.0 for v, ci in zip(vals, cis)]]
+        ax.bar(variants, vals, color=[colors.get(n) for n in variants], yerr=err if any(cis) else None, capsize=4)
         if fair is not None:
             ax.axhline(fair, color="black", linewidth=0.8)
         for j, v in enumerate(vals):
             ax.text(j, v, f"{v:.2f}", ha="center", va="bottom", fontsize=9)
         ax.set_title(title)
     eps = report["variants"].get("crr_dp", {}).get("epsilon")
+    n = report.get("n_seeds", 1)
     fig.suptitle("fair-distill demo: planted-bias teacher, plain KD, counterfactual role reversal (CRR), CRR + DP"
-                 + (f" (epsilon = {eps:.1f})" if eps else ""))
+                 + (f" (epsilon = {eps:.1f})" if eps else "")
+                 + (f"; students: mean over {n} seeds, error bars 95 % t interval" if n > 1 else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
