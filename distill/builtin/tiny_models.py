@@ -33,6 +33,9 @@ class TinyTeacherSpec:
     dataset: str = "builtin:tiny"
     seed: int = 0
     packing: bool = True  # False: one document a row (padded), which learns sentence-level associations faster
+    #: "gpt2" (LayerNorm, learned positions, tied head) or "llama" (RMSNorm, rotary positions, grouped-query
+    #: attention with half as many key/value heads, untied head): the same widths, depth and training.
+    architecture: str = "gpt2"
 
 
 BUILTIN_MODELS = {"tiny-gpt2": TinyTeacherSpec()}
@@ -42,6 +45,24 @@ def cache_dir() -> str:
     return os.environ.get("FAIR_DISTILL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "fair-distill"))
 
 
+def tiny_causal_lm(spec: TinyTeacherSpec, tokenizer):
+    """A randomly initialised causal LM of ``spec``'s architecture and sizes over ``tokenizer``'s vocabulary."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.eos_token_id)
+    if spec.architecture == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=spec.n_positions, n_embd=spec.n_embd,
+                                          n_layer=spec.n_layer, n_head=spec.n_head, **ids))
+    if spec.architecture == "llama":
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=spec.n_embd, intermediate_size=4 * spec.n_embd,
+            num_hidden_layers=spec.n_layer, num_attention_heads=spec.n_head,
+            num_key_value_heads=max(1, spec.n_head // 2), max_position_embeddings=spec.n_positions,
+            tie_word_embeddings=False, **ids))
+    raise ConfigError(f"Unknown tiny-model architecture '{spec.architecture}': use gpt2 or llama.")
+
+
 def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, texts: list[str] | None = None,
                        progress: bool = True, tokenizer=None) -> str:
     """Create and train a tiny GPT-2 LM, save it (safetensors + tokenizer) to ``output_dir`` atomically.
@@ -49,7 +70,6 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     ``texts`` replaces the ``spec.dataset`` corpus; ``tokenizer`` replaces GPT-2's full tokenizer.
     """
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
     from tqdm.auto import tqdm
 
     from ..text_data import DistillationCollator, load_raw_datasets, tokenize_and_pack
@@ -60,10 +80,7 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
         raise ConfigError(f"{output_dir} exists and is not empty: choose a new output directory.")
     torch.manual_seed(spec.seed)
     tok = tokenizer if tokenizer is not None else gpt2_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_positions=spec.n_positions, n_embd=spec.n_embd,
-                        n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    model = GPT2LMHeadModel(config)
+    model = tiny_causal_lm(spec, tok)
     raw = load_raw_datasets(None if texts else spec.dataset, texts=texts, validation_split_percentage=0)
     blocks = tokenize_and_pack(raw["train"], tok, block_size=spec.block_size, packing=spec.packing)
     rows = blocks["input_ids"]

@@ -1,4 +1,4 @@
-"""`distill demo [--output_dir DIR] [--quick] [--seeds N]`: the offline end-to-end bias-mitigation demo."""
+"""`distill demo [--output_dir DIR] [--quick] [--seeds N] [--architecture gpt2|llama]`: the offline end-to-end bias-mitigation demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", dest="out_deprecated", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="A smaller run (under 2 minutes on 2 CPU cores).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the teacher and the first student.")
+    parser.add_argument("--architecture", choices=("gpt2", "llama"), default="gpt2",
+                        help="Architecture of the demo's teacher (and so of its students): gpt2 (LayerNorm, tied head) "
+                             "or llama (RMSNorm, rotary, grouped-query attention, untied head).")
     parser.add_argument("--seeds", type=int, default=1,
                         help="Train each student with this many seeds (seed, seed+1, ...; one shared teacher) and "
                              "report bias and perplexity as mean and 95%% Student t interval, with paired t-tests "
@@ -33,5 +36,5 @@ def run(args, extra) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}.")
     hf_logging.set_verbosity_error()
-    run_demo(out, quick=args.quick, seed=args.seed, seeds=args.seeds)
+    run_demo(out, quick=args.quick, seed=args.seed, seeds=args.seeds, architecture=args.architecture)
     return 0

@@ -103,13 +103,15 @@ def _check_out_dir(out: str) -> None:
         raise ConfigError(f"{out} exists and is not empty: choose a new --out directory (nothing was changed).")
 
 
-def run_demo(out: str, quick: bool = False, seed: int = 0, seeds: int = 1, spec: DemoSpec | None = None) -> dict:
+def run_demo(out: str, quick: bool = False, seed: int = 0, seeds: int = 1, spec: DemoSpec | None = None,
+             architecture: str | None = None) -> dict:
     """Run the demo into ``out`` and return the report (also written to ``out/demo_report.json``).
 
     ``seeds`` > 1 trains each student with seeds ``seed, seed+1, ...`` (one shared corpus and teacher: the
     comparison is between distillation methods) into ``out/VARIANT_seedS``; the report then gives each student's
     figures as means over seeds, its bias and perplexity with a 95 % Student t interval, and a one-sided paired
-    t-test (seed i against seed i) of each bias comparison with KD.
+    t-test (seed i against seed i) of each bias comparison with KD. ``architecture`` (``gpt2`` or ``llama``)
+    replaces the teacher's architecture (the students are built from its layers, so they share it).
     """
     from ..fairness.prompts import NEUTRAL_TEMPLATES, builtin_prompts
     from ..distillation.train import run_training
@@ -119,6 +121,8 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, seeds: int = 1, spec:
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}.")
     spec = spec or (DemoSpec.quick(seed) if quick else DemoSpec(seed=seed))
+    if architecture is not None:
+        spec = replace(spec, teacher=replace(spec.teacher, architecture=architecture))
     seed_list = [spec.seed + i for i in range(seeds)]
     start = time.time()
     os.makedirs(out, exist_ok=True)
@@ -127,7 +131,7 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, seeds: int = 1, spec:
     heldout = generate_corpus(CorpusSpec(num_documents=spec.heldout_documents, seed=spec.seed + 1000, **corpus))
     tokenizer = demo_tokenizer(texts + heldout)
     teacher_dir = os.path.join(out, "teacher")
-    print(f"[1/3] Training the teacher on {len(texts)} documents with a planted {spec.skew:.0%}/{1 - spec.skew:.0%} "
+    print(f"[1/3] Training the {spec.teacher.architecture} teacher on {len(texts)} documents with a planted {spec.skew:.0%}/{1 - spec.skew:.0%} "
           f"occupation-gender skew (GPT-2's BPE restricted to the {len(tokenizer)} tokens the demo needs)", flush=True)
     train_tiny_teacher(teacher_dir, spec.teacher, texts=texts, tokenizer=tokenizer)
     prompts = builtin_prompts(list(DEMO_OCCUPATIONS))
