@@ -7,7 +7,9 @@ saved as local directories once per session; no downloads. Qwen2 uses its slidin
 
 import copy
 import dataclasses
+import json
 import logging
+import shutil
 
 import pytest
 import torch
@@ -338,3 +340,36 @@ def test_multi_token_words_are_skipped_and_reported(gpt2_tok, caplog):
     # a multi-token word is left as it is by the token-level swap; the single-token pronoun is swapped
     ids = torch.tensor([gpt2_tok("SHE said he", add_special_tokens=False)["input_ids"]])
     assert gpt2_tok.decode(swapper.swap_tokens(ids)[0]) == "SHE said she"
+
+
+def test_audit_and_evaluate_commands_run_on_a_llama_model(arch_dirs, tmp_path, run_cli):
+    """`distill audit` (MIA + canary exposure) and `distill evaluate --suite all` on a Llama-architecture model."""
+    members, non_members = tmp_path / "members.txt", tmp_path / "non_members.txt"
+    members.write_text("The nurse said that she was tired.\nThe pilot said that he was late.\n")
+    non_members.write_text("The plumber said that he was busy.\nThe secretary said that she was away.\n")
+    llama = tmp_path / "llama"
+    shutil.copytree(arch_dirs["llama"], llama)  # the audit writes its report into the model directory
+    rc, _, err = run_cli("audit", "--model", llama, "--members", members, "--non-members", non_members,
+                         "--canary-seed", 7, "--num-candidates", 15, "--num-beams", 2, "--reference", arch_dirs["qwen2"])
+    assert rc == 0, err[-2000:]
+    report = json.loads((llama / "audit.json").read_text())
+    mia = report["membership_inference"]
+    assert 0.0 <= mia["loss_threshold"]["auc"] <= 1.0 and 0.0 <= mia["reference_calibrated"]["auc"] <= 1.0
+    assert report["canaries"][0]["exposure"] >= 0
+    out = tmp_path / "eval"
+    rc, _, err = run_cli("evaluate", "--model", arch_dirs["llama"], "--suite", "all", "--occupations", "nurse,pilot",
+                         "--ceat-samples", 5, "--max-new-tokens", 4, "--num-samples", 1, "--output_dir", out)
+    assert rc == 0, err[-2000:]
+    fair = json.loads((out / "fairness.json").read_text())
+    assert {"intrinsic", "downstream", "prediction_sensitivity"} <= set(fair)
+
+
+def test_the_tiny_teacher_comes_in_a_llama_architecture(gpt2_tok):
+    from distill.builtin.tiny_models import TinyTeacherSpec, tiny_causal_lm
+    from distill.errors import ConfigError
+
+    model = tiny_causal_lm(TinyTeacherSpec(n_layer=2, n_embd=32, n_head=4, architecture="llama"), gpt2_tok)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_key_value_heads == 2
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    with pytest.raises(ConfigError, match="gpt2 or llama"):
+        tiny_causal_lm(TinyTeacherSpec(architecture="rnn"), gpt2_tok)
