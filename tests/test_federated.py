@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-flwr = pytest.importorskip("flwr")
+import flwr  # noqa: F401  (the [fl] extra: the suite needs it, never skipped)
 
 from distill.errors import ConfigError  # noqa: E402
 from distill.federated.config import FederatedConfig  # noqa: E402

@@ -6,8 +6,7 @@ import os
 import numpy as np
 import pytest
 
-flwr = pytest.importorskip("flwr")
-pytest.importorskip("ray")
+import flwr  # noqa: F401  (the [fl] extra: the suite needs it, never skipped)
 
 from distill.commands.federated import load_configs  # noqa: E402
 from distill.federated.local_training import LocalDistillation  # noqa: E402
