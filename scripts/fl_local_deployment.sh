@@ -50,6 +50,7 @@ cleanup() {  # stop every process started here and all their descendants (they m
   local status=$? pid seen=() alive=() i
   trap - EXIT INT TERM
   seen=("${PIDS[@]}")
+  [ -f "$WORK/disconnected-pids" ] && seen+=($(cat "$WORK/disconnected-pids"))
   for i in $(seq 1 60); do  # up to ~12 s of SIGTERM, then SIGKILL
     for pid in "${seen[@]}"; do seen+=($(descendants "$pid")); done
     mapfile -t seen < <(printf '%s\n' "${seen[@]}" | sort -un)
@@ -131,6 +132,7 @@ if [ -n "${FL_DISCONNECT_NODE:-}" ]; then  # kill one device once it received th
     log="$WORK/logs/supernode-$FL_DISCONNECT_NODE.log"
     for _ in $(seq 1 6000); do
       if [ "$(grep -c "train message" "$log" 2>/dev/null)" -ge "${FL_DISCONNECT_ROUND:-1}" ]; then
+        descendants "${NODE_PIDS[$FL_DISCONNECT_NODE]}" > "$WORK/disconnected-pids"  # still stopped on exit
         kill -KILL "${NODE_PIDS[$FL_DISCONNECT_NODE]}" 2>/dev/null || true
         echo "device $FL_DISCONNECT_NODE disconnected (SIGKILL) in round ${FL_DISCONNECT_ROUND:-1}" \
           > "$WORK/logs/disconnect.log"

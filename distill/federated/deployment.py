@@ -243,9 +243,18 @@ def prepare_local_deployment(directory: str, config: str, flags: list[str], extr
 
 def flwr_run_command(superlink: str, config: str, flags: list[str], app_dir: str, connection: str = "distill",
                      stream: bool = True) -> list[str]:
-    """The ``flwr run`` command line that submits this job to the SuperLink ``superlink`` (``HOST:PORT``),
-    through the Flower connection ``connection`` (see :func:`write_flower_connection`)."""
-    run_config = f"config={_toml_str(os.path.abspath(config))} overrides={_toml_str(shlex.join(flags))}"
+    """The ``flwr run`` command line that submits this job through the Flower connection ``connection`` (see
+    :func:`write_flower_connection`; ``superlink`` is its address). A config inside ``app_dir`` travels in the
+    app bundle and is named relative to it; any other must exist at the same path where the apps run."""
+    path = os.path.abspath(config)
+    inside = os.path.relpath(path, os.path.abspath(app_dir))
+    if not inside.startswith(".."):  # in the app bundle (configs/): found on every machine of the run
+        path = inside
+    if '"' in path + shlex.join(flags):
+        from ..errors import ConfigError
+
+        raise ConfigError("flwr run's --run-config cannot carry a double quote: remove it from the path and flags.")
+    run_config = f"config={_toml_str(path)} overrides={_toml_str(shlex.join(flags))}"
     return ["flwr", "run", app_dir, connection, "--run-config", run_config] + (["--stream"] if stream else [])
 
 
