@@ -39,7 +39,15 @@ from ..errors import DistillError
 from .config import FederatedConfig
 from .devices import DeviceData, read_device_file
 from .storage import held_window
-from .strategy import DEVICE_KEY, HELD_KEY, NUM_EXAMPLES, UNIFORM_WEIGHT, CentralDP, DeviceSelectionFedAvg
+from .strategy import (
+    DEVICE_KEY,
+    HELD_KEY,
+    NUM_EXAMPLES,
+    UNIFORM_WEIGHT,
+    CentralDP,
+    DeviceSelectionFedAvg,
+    LivenessGrid,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -142,7 +150,9 @@ def make_server_app(fl: FederatedConfig, seed: int, initial_state: StateDict,
             return MetricRecord({k: float(v) for k, v in entry.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v})
 
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_state), num_rounds=fl.num_rounds,
+        live = LivenessGrid(grid)  # a device that leaves mid-round is not waited for until the timeout
+        inner.lost_nodes = live.lost
+        result = strategy.start(grid=live, initial_arrays=ArrayRecord(initial_state), num_rounds=fl.num_rounds,
                                 evaluate_fn=evaluate_fn, timeout=inner.reply_timeout)
         final = result.arrays if result.arrays is not None and len(result.arrays) else ArrayRecord(initial_state)
         on_finish(final.to_torch_state_dict(), history)

@@ -56,6 +56,7 @@ class DeviceSelectionFedAvg(FedAvg):
         self.query_timeout = reply_timeout if query_timeout is None else query_timeout
         self.rounds: dict[int, dict] = {}
         self._node_device: dict[int, int] = {}
+        self._sent_train: dict[int, list[Message]] = {}
         self.current_round = 0
 
     # ---- which devices exist and what they hold ------------------------------------------------------
@@ -80,8 +81,10 @@ class DeviceSelectionFedAvg(FedAvg):
         node_of: list[int | None] = [None] * self.fl.num_devices
         failures = []
         answered = set()
-        for reply in grid.send_and_receive(queries, timeout=self.query_timeout):
-            node = reply.metadata.src_node_id
+        replies = list(grid.send_and_receive(queries, timeout=self.query_timeout))
+        to_node = _recipients(queries)
+        for reply in replies:
+            node = to_node.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
                 failures.append({"device": self._node_device.get(node), "node": node, "stage": "query",
@@ -96,8 +99,10 @@ class DeviceSelectionFedAvg(FedAvg):
             node_of[device] = node
             counts[device] = int(metrics[HELD_KEY])
         for node in set(nodes) - answered:
+            lost = node in getattr(self, "lost_nodes", ())
             failures.append({"device": self._node_device.get(node), "node": node, "stage": "query",
-                             "reason": f"no reply within {self.query_timeout:g} s (disconnected?)"})
+                             "reason": "disconnected (left the federation)" if lost else
+                             f"no reply within {self.query_timeout:g} s (disconnected?)"})
         return counts, node_of, failures
 
     # ---- rounds --------------------------------------------------------------------------------------
@@ -116,7 +121,9 @@ class DeviceSelectionFedAvg(FedAvg):
         }
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, [node_of[d] for d in chosen], MessageType.TRAIN)
+        messages = list(self._construct_messages(record, [node_of[d] for d in chosen], MessageType.TRAIN))
+        self._sent_train[server_round] = messages  # the grid gives them ids when it sends them
+        return messages
 
     def record_replies(self, server_round: int, replies: list[Message]) -> None:
         """Note who replied (with its loss) and who failed in this round's training replies."""
@@ -124,8 +131,11 @@ class DeviceSelectionFedAvg(FedAvg):
         info["replied"], info["node_ids"], losses, weights = [], [], [], []
         info["failed"] = [f for f in info.get("failed", []) if f.get("stage") != "train"]
         answered = set()
+        to_node = _recipients(self._sent_train.get(server_round, []))
         for reply in replies:
-            node = reply.metadata.src_node_id
+            # an error reply the SuperLink makes for a device (e.g. its upload expired) comes from the SuperLink's
+            # node id: the device is the recipient of the message it answers
+            node = to_node.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if reply.has_error():
                 info["failed"].append({"device": self._node_device.get(node), "node": node, "stage": "train",
@@ -142,8 +152,10 @@ class DeviceSelectionFedAvg(FedAvg):
             weights.append(entry["num_examples"])
         for node in info.get("selected_node_ids", []):
             if node is not None and node not in answered:  # e.g. the device disconnected mid-round
+                lost = node in getattr(self, "lost_nodes", ())
                 info["failed"].append({"device": self._node_device.get(node), "node": node, "stage": "train",
-                                       "reason": f"no reply within {self.reply_timeout:g} s (disconnected?)"})
+                                       "reason": "disconnected mid-round (left the federation)" if lost else
+                                       f"no reply within {self.reply_timeout:g} s (disconnected?)"})
         info["train_loss"] = float(np.average(losses, weights=weights)) if losses else None
         for f in info["failed"]:
             if f["stage"] == "train":
@@ -174,6 +186,60 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
             inner.rounds[server_round]["aggregation_skipped"] = (
                 "central DP aggregates only complete rounds: a selected device failed")
         return arrays, metrics
+
+
+class LivenessGrid:
+    """A Flower grid whose ``send_and_receive`` also stops waiting for a device that left: a message whose
+    recipient has not been among the connected nodes for ``grace`` seconds gets no reply, so the round goes on
+    without it (instead of waiting the full timeout for a device that was lost mid-training). Everything else
+    is the wrapped grid's."""
+
+    def __init__(self, grid: Grid, poll: float = 2.0, grace: float = 5.0):
+        self._grid, self.poll, self.grace = grid, poll, grace
+        self.lost: set[int] = set()  # nodes given up on
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        grid = self._grid
+        if not all(hasattr(grid, a) for a in ("push_messages", "pull_messages", "get_node_ids")):
+            return grid.send_and_receive(messages, timeout=timeout)
+        messages = list(messages)
+        ids = [i for i in grid.push_messages(messages) if i]
+        dst = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        pending = set(ids)
+        end = time.monotonic() + (timeout if timeout is not None else 0.0)
+        missing_since: dict[int, float] = {}
+        replies: list[Message] = []
+        while pending and (timeout is None or time.monotonic() < end):
+            got = list(grid.pull_messages(pending))
+            replies += got
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if not pending:
+                break
+            online, now = set(grid.get_node_ids()), time.monotonic()
+            for mid in list(pending):
+                node = dst.get(mid)
+                if node in online:
+                    missing_since.pop(node, None)
+                elif now - missing_since.setdefault(node, now) >= self.grace:
+                    pending.discard(mid)  # the device left the federation: stop waiting for it
+                    self.lost.add(node)
+            time.sleep(self.poll)
+        return replies
+
+
+def _recipients(messages: Iterable[Message]) -> dict[str, int]:
+    """message id -> the node it was sent to (ids are set once the grid has sent the messages)."""
+    out = {}
+    for m in messages:
+        try:
+            if m.metadata.message_id:
+                out[m.metadata.message_id] = m.metadata.dst_node_id
+        except (AttributeError, ValueError):
+            pass
+    return out
 
 
 def _reason(reply: Message) -> str:
