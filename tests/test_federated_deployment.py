@@ -26,7 +26,7 @@ def _running(pid: int) -> bool:
 
 
 def test_run_config_becomes_yaml_flags():
-    flags = deployment.run_config_flags({"config": "c.yaml", "num-rounds": 3, "central-dp": True,
+    flags = deployment.run_config_flags({"config": "c.yaml", "num-rounds": 3, "central-dp": True, "local-steps": 0,
                                          "output-dir": "/o", "reply-timeout": 5.0,
                                          "overrides": "--learning_rate 1e-3 --num_rounds 4"})
     assert flags == ["--num_rounds", "3", "--central_dp", "true", "--output_dir", "/o",

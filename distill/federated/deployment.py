@@ -9,7 +9,8 @@ they are built on first access, so ``distill --help`` never imports flwr)::
 
     [tool.flwr.app.config]              # the run config (override with flwr run -c "key=value")
     config = "configs/tiny-fl.yaml"     # the `distill federated` YAML
-    num-rounds = 2                      # any other key: a flag of that YAML (num-rounds -> --num_rounds)
+    num-rounds = 0                      # any other key: a flag of that YAML (num-rounds -> --num_rounds);
+                                        # 0 or "": the YAML's value
     output-dir = "runs/fl-deployment"   # where the ServerApp writes the student and fl_report.json
     overrides = ""                      # more flags, "--learning_rate 1e-3 --seed 1"
     reply-timeout = 600.0               # seconds the server waits for a round's training replies
@@ -56,11 +57,12 @@ def _resolve_config_path(path: str) -> str:
 
 
 def run_config_flags(run_config) -> list[str]:
-    """The YAML flags of a Flower run config: ``num-rounds = 2`` -> ``--num_rounds 2``, plus ``overrides``."""
+    """The YAML flags of a Flower run config: ``num-rounds = 2`` -> ``--num_rounds 2`` (0 or "": the YAML's
+    value), then ``output-dir``, then ``overrides`` (last, so they win)."""
     flags: list[str] = []
     for key, value in run_config.items():
-        if key in RUN_KEYS:
-            continue
+        if key in RUN_KEYS or (value == "" or (value == 0 and not isinstance(value, bool))):
+            continue  # 0 / "": the YAML's value
         flags += ["--" + key.replace("-", "_"), str(value).lower() if isinstance(value, bool) else str(value)]
     if run_config.get("output-dir"):
         flags += ["--output_dir", str(run_config["output-dir"]), "--overwrite_output_dir", "true"]
