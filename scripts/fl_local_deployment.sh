@@ -131,7 +131,7 @@ if [ -n "${FL_DISCONNECT_NODE:-}" ]; then  # kill one device once it received th
   (
     log="$WORK/logs/supernode-$FL_DISCONNECT_NODE.log"
     for _ in $(seq 1 6000); do
-      if [ "$(grep -c "train message" "$log" 2>/dev/null)" -ge "${FL_DISCONNECT_ROUND:-1}" ]; then
+      if [ "$(grep -c "Receiving: train message" "$log" 2>/dev/null)" -ge "${FL_DISCONNECT_ROUND:-1}" ]; then
         descendants "${NODE_PIDS[$FL_DISCONNECT_NODE]}" > "$WORK/disconnected-pids"  # still stopped on exit
         kill -KILL "${NODE_PIDS[$FL_DISCONNECT_NODE]}" 2>/dev/null || true
         echo "device $FL_DISCONNECT_NODE disconnected (SIGKILL) in round ${FL_DISCONNECT_ROUND:-1}" \
