@@ -104,8 +104,10 @@ def test_deployment_entry_points_are_flower_apps():
     from flwr.serverapp import ServerApp
 
     import distill.commands.federated as cmd
+    import distill.federated.deployment as dep
 
-    assert isinstance(cmd.server_app, ServerApp) and isinstance(cmd.client_app, ClientApp)
+    assert isinstance(dep.server_app, ServerApp) and isinstance(dep.client_app, ClientApp)
+    assert cmd.server_app is dep.server_app and cmd.client_app is dep.client_app  # the command's alias
 
 
 def test_local_step_with_dp_sgd_returns_trainable_weights_and_epsilon(tiny_args):

@@ -3,8 +3,10 @@
 The YAML is a `distill train` config (the local step every selected device runs) plus a ``federated:`` section
 (:class:`~distill.federated.config.FederatedConfig`). Flags override either: ``--num_rounds 5`` sets a federated
 key, ``--learning_rate 1e-3`` a training key. The devices' local step is
-:class:`~distill.federated.local_training.LocalDistillation`; ``server_app`` / ``client_app`` here are the apps of
-a real deployment (:mod:`distill.federated.deployment`), reading the configs with :func:`load_configs`.
+:class:`~distill.federated.local_training.LocalDistillation`. Without ``--superlink`` the run uses Flower's
+simulation engine; with ``--superlink HOST:PORT`` it is submitted with ``flwr run`` to an existing deployment
+(a SuperLink and its SuperNodes). ``server_app`` / ``client_app`` here are aliases of the deployment's apps in
+:mod:`distill.federated.deployment`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ The config is a `distill train` YAML plus a `federated:` section (num_devices, d
 local_steps, partition, partition_alpha, partition_attribute, selection, activity_exponent, setting, storage,
 central_dp, ...). Flags override keys of either part: --num_rounds 5 --learning_rate 1e-3.
 --compare runs uniform vs activity selection x static vs continual setting and writes one table and one plot.
-Writes OUTPUT_DIR/fl_report.json, fl_rounds.png, the final global student and its model card."""
+Writes OUTPUT_DIR/fl_report.json, fl_rounds.png, the final global student and its model card.
+--superlink HOST:PORT submits the same job to a running deployment (flwr run; TLS verified with
+--root-certificates; the ServerApp writes OUTPUT_DIR on the SuperLink's machine), see docs/federated.md."""
 ACCEPTS_EXTRA = True
 
 COMPARE_RUNS = (("uniform", "static"), ("activity", "static"), ("uniform", "continual"), ("activity", "continual"))
@@ -35,6 +39,15 @@ def add_arguments(parser) -> None:
                              "in order (a later file wins key by key).")
     parser.add_argument("--compare", action="store_true",
                         help="Run uniform/activity selection x static/continual setting; one table and plot.")
+    parser.add_argument("--superlink", default=None, metavar="HOST:PORT",
+                        help="Run on an existing Flower deployment (its SuperLink's address) instead of the "
+                             "simulation engine: the job is submitted with `flwr run`.")
+    parser.add_argument("--root-certificates", default=None, metavar="CA.pem",
+                        help="With --superlink: the CA certificate that signed the SuperLink's TLS certificate "
+                             "(default: the system's CAs).")
+    parser.add_argument("--app-dir", default=None,
+                        help="With --superlink: the Flower app project (its pyproject.toml names the apps; "
+                             "default: this package's source tree).")
 
 
 def load_configs(config_paths, extra: list[str], compare: bool = False):
@@ -77,7 +90,28 @@ def run_compare(args, fl) -> dict:
     return {"rows": rows, "reports": reports}
 
 
+def run_on_superlink(args, extra) -> int:
+    """Submit the job to a running SuperLink with ``flwr run`` (a Flower connection in a private FLWR_HOME)."""
+    import subprocess
+    import tempfile
+
+    from ..errors import ConfigError
+    from ..federated.deployment import flwr_run_command, write_flower_connection
+
+    if args.compare or len(args.config) != 1:
+        raise ConfigError("--superlink runs one job from one --config file: drop --compare, merge the YAML files.")
+    app_dir = args.app_dir or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not os.path.isfile(os.path.join(app_dir, "pyproject.toml")):
+        raise ConfigError(f"No Flower app project (pyproject.toml) in {app_dir}: pass --app-dir.")
+    with tempfile.TemporaryDirectory(prefix="distill-flwr-") as home:
+        write_flower_connection(home, args.superlink, args.root_certificates)
+        cmd = flwr_run_command(args.superlink, args.config[0], list(extra), app_dir)
+        return subprocess.call(cmd, env={**os.environ, "FLWR_HOME": home})
+
+
 def run(args, extra) -> int:
+    if getattr(args, "superlink", None):
+        return run_on_superlink(args, extra)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -92,11 +126,9 @@ def run(args, extra) -> int:
     return 0
 
 
-def __getattr__(name):  # Flower imports server_app / client_app; `distill --help` stays free of flwr
+def __getattr__(name):  # alias of distill.federated.deployment's apps; `distill --help` stays free of flwr
     if name in ("server_app", "client_app"):
-        from ..federated.deployment import make_deployment_apps
+        from ..federated import deployment
 
-        server, client = make_deployment_apps(load_configs)
-        globals().update(server_app=server, client_app=client)
-        return globals()[name]
+        return getattr(deployment, name)
     raise AttributeError(name)

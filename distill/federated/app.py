@@ -39,7 +39,15 @@ from ..errors import DistillError
 from .config import FederatedConfig
 from .devices import DeviceData, read_device_file
 from .storage import held_window
-from .strategy import DEVICE_KEY, HELD_KEY, NUM_EXAMPLES, UNIFORM_WEIGHT, CentralDP, DeviceSelectionFedAvg
+from .strategy import (
+    DEVICE_KEY,
+    HELD_KEY,
+    NUM_EXAMPLES,
+    UNIFORM_WEIGHT,
+    CentralDP,
+    DeviceSelectionFedAvg,
+    LivenessGrid,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -103,12 +111,16 @@ def make_client_app(local_train: LocalTrain, records: DeviceRecords) -> ClientAp
 def make_server_app(fl: FederatedConfig, seed: int, initial_state: StateDict,
                     evaluate: Callable[[StateDict], dict[str, Any]],
                     on_finish: Callable[[StateDict, list[dict]], None],
-                    log_round: Callable[[dict], None] | None = None) -> ServerApp:
+                    log_round: Callable[[dict], None] | None = None,
+                    strategy_options: dict[str, float] | None = None) -> ServerApp:
+    """``strategy_options``: ``wait_timeout`` / ``reply_timeout`` / ``query_timeout`` (seconds) of
+    :class:`~distill.federated.strategy.DeviceSelectionFedAvg`."""
     app = ServerApp()
+    options = dict(strategy_options or {})
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        inner = DeviceSelectionFedAvg(fl, seed)
+        inner = DeviceSelectionFedAvg(fl, seed, **options)
         strategy, accountant = inner, None
         if fl.central_dp:
             from flwr.serverapp import RdpAccountant
@@ -138,8 +150,10 @@ def make_server_app(fl: FederatedConfig, seed: int, initial_state: StateDict,
             return MetricRecord({k: float(v) for k, v in entry.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v})
 
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_state), num_rounds=fl.num_rounds,
-                                evaluate_fn=evaluate_fn)
+        live = LivenessGrid(grid)  # a device that leaves mid-round is not waited for until the timeout
+        inner.lost_nodes = live.lost
+        result = strategy.start(grid=live, initial_arrays=ArrayRecord(initial_state), num_rounds=fl.num_rounds,
+                                evaluate_fn=evaluate_fn, timeout=inner.reply_timeout)
         final = result.arrays if result.arrays is not None and len(result.arrays) else ArrayRecord(initial_state)
         on_finish(final.to_torch_state_dict(), history)
 

@@ -85,11 +85,13 @@ class FederatedRun:
 
     def __init__(self, args: DistillationConfig, fl: FederatedConfig, local_train: LocalTrain,
                  texts: list[str] | None = None, name: str | None = None,
-                 print_fn: Callable[[str], None] = print):
+                 print_fn: Callable[[str], None] = print, engine: str = "simulation",
+                 strategy_options: dict[str, float] | None = None):
         from .evaluation import GlobalEvaluator
 
         check_output_dir(args.output_dir, args.overwrite_output_dir)
         self.args, self.fl, self.name, self.print_fn = args, fl, name, print_fn
+        self.engine = engine  # "simulation" (Ray, one machine) or "deployment" (SuperLink + SuperNodes)
         self.seed = seed = args.seed if fl.seed is None else fl.seed
         self.start = time.time()
         torch.manual_seed(seed)
@@ -118,7 +120,8 @@ class FederatedRun:
             self.result["state"], self.result["history"] = state, history
 
         self.server = make_server_app(fl, seed, initial, self.evaluator, on_finish,
-                                      log_round=lambda e: print_fn(label + format_round(e, fl.num_rounds)))
+                                      log_round=lambda e: print_fn(label + format_round(e, fl.num_rounds)),
+                                      strategy_options=strategy_options)
         self.client = make_client_app(local_train, DeviceRecords(fl, self.devices))
 
     def finish(self) -> dict[str, Any]:
@@ -129,15 +132,21 @@ class FederatedRun:
             raise ConfigError("The federated run stopped before its last round (see Flower's errors above).")
         args, fl, history = self.args, self.fl, self.result["history"]
         report = {
-            "name": self.name, "federated": fl.to_dict(), "seed": self.seed, "devices": self.device_summary,
+            "name": self.name, "engine": self.engine, "federated": fl.to_dict(), "seed": self.seed,
+            "devices": self.device_summary,
             "local_training": {k: v for k, v in args.distill_dict().items() if k != "output_dir"},
             "local_dp": bool(args.dp_enabled), "trainable_parameters": self.names,
-            "rounds": [dict(e) for e in history], "failures": failures(history),
+            "rounds": [dict(e) for e in history], "node_ids": sorted({n for e in history for n in e.get("node_ids", [])}),
+            "failures": failures(history),
             "final": {k: history[-1].get(k) for k in ("perplexity", "cooccurrence_bias_mean_abs",
                                                       "cooccurrence_bias_mean", "central_epsilon")},
             "flwr_version": flwr.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "runtime_seconds": round(time.time() - self.start, 1),
         }
+        if self.engine == "deployment":
+            report["devices"] = {**self.device_summary, "source": (
+                "the server's own partition of the config's corpus; deployed devices train on their data-file, "
+                "whose sizes the server sees only as the per-round held_records")}
         local_eps: dict[int, float] = {}
         for e in history:
             for r in e.get("replied", []):

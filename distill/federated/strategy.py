@@ -13,9 +13,11 @@ by its ``num-examples`` (the records the device trained on): w = Σ_k n_k w_k / 
 weight key is ``uniform-weight`` (1 for every device) because the clipping bound C/K that the noise is
 calibrated to holds for the unweighted mean only.
 
-Failures: Flower turns an exception on a device into an error reply; FedAvg averages the replies that
-arrived. :meth:`record_replies` keeps, per round, who was selected with which probability, who replied and
-who failed and why, for the run report.
+Failures: Flower turns an exception on a device into an error reply, and a device that disconnects sends
+nothing (the SuperLink turns it into an error reply once it misses its heartbeats, or ``reply_timeout`` ends
+the wait); FedAvg averages the replies that arrived. :meth:`record_replies` keeps, per round, who was selected
+with which probability, which nodes (Flower node ids) trained, and who failed and why, for the run report.
+Rounds after the first go on with the devices still connected (at least K).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ HELD_KEY = "num-records"
 
 
 class DeviceSelectionFedAvg(FedAvg):
-    def __init__(self, fl: FederatedConfig, seed: int, wait_timeout: float = 300.0, reply_timeout: float = 3600.0):
+    def __init__(self, fl: FederatedConfig, seed: int, wait_timeout: float = 300.0, reply_timeout: float = 3600.0,
+                 query_timeout: float | None = None):
         super().__init__(fraction_train=1.0, min_train_nodes=fl.devices_per_round, min_available_nodes=fl.num_devices,
                          weighted_by_key=UNIFORM_WEIGHT if fl.central_dp else NUM_EXAMPLES)
         # the server evaluates the global student itself (evaluate_fn): no evaluation round on the devices
@@ -50,16 +53,21 @@ class DeviceSelectionFedAvg(FedAvg):
         self.fl = fl
         self.rng = np.random.default_rng(seed)
         self.wait_timeout, self.reply_timeout = wait_timeout, reply_timeout
+        self.query_timeout = reply_timeout if query_timeout is None else query_timeout
         self.rounds: dict[int, dict] = {}
         self._node_device: dict[int, int] = {}
+        self._sent_train: dict[int, list[Message]] = {}
         self.current_round = 0
 
     # ---- which devices exist and what they hold ------------------------------------------------------
     def wait_for_devices(self, grid: Grid) -> list[int]:
+        """The connected nodes: all ``num_devices`` before the first round; later rounds go on with at least
+        ``devices_per_round`` (a device that disconnected is not waited for)."""
         start = time.monotonic()
-        while len(nodes := list(grid.get_node_ids())) < self.fl.num_devices:
+        need = self.fl.num_devices if not self._node_device else self.fl.devices_per_round
+        while len(nodes := list(grid.get_node_ids())) < need:
             if time.monotonic() - start > self.wait_timeout:
-                raise DistillError(f"Only {len(nodes)} of {self.fl.num_devices} devices connected within "
+                raise DistillError(f"Only {len(nodes)} of {need} devices connected within "
                                    f"{self.wait_timeout:.0f} s: start more SuperNodes or lower num_devices.")
             time.sleep(0.05)
         return nodes
@@ -72,8 +80,12 @@ class DeviceSelectionFedAvg(FedAvg):
         counts = [0] * self.fl.num_devices
         node_of: list[int | None] = [None] * self.fl.num_devices
         failures = []
-        for reply in grid.send_and_receive(queries, timeout=self.reply_timeout):
-            node = reply.metadata.src_node_id
+        answered = set()
+        replies = list(grid.send_and_receive(queries, timeout=self.query_timeout))
+        to_node = _recipients(queries)
+        for reply in replies:
+            node = to_node.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
             if reply.has_error():
                 failures.append({"device": self._node_device.get(node), "node": node, "stage": "query",
                                  "reason": _reason(reply)})
@@ -86,6 +98,11 @@ class DeviceSelectionFedAvg(FedAvg):
             self._node_device[node] = device
             node_of[device] = node
             counts[device] = int(metrics[HELD_KEY])
+        for node in set(nodes) - answered:
+            lost = node in getattr(self, "lost_nodes", ())
+            failures.append({"device": self._node_device.get(node), "node": node, "stage": "query",
+                             "reason": "disconnected (left the federation)" if lost else
+                             f"no reply within {self.query_timeout:g} s (disconnected?)"})
         return counts, node_of, failures
 
     # ---- rounds --------------------------------------------------------------------------------------
@@ -98,32 +115,47 @@ class DeviceSelectionFedAvg(FedAvg):
                                    self.fl.activity_exponent)
         self.rounds[server_round] = {
             "round": server_round, "held_records": counts, "probabilities": [float(x) for x in p],
-            "selected": chosen, "selected_records": [counts[d] for d in chosen], "replied": [],
+            "selected": chosen, "selected_records": [counts[d] for d in chosen],
+            "selected_node_ids": [node_of[d] for d in chosen], "node_ids": [], "replied": [],
             "failed": failures, "train_loss": None, "started": start,
         }
         config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, [node_of[d] for d in chosen], MessageType.TRAIN)
+        messages = list(self._construct_messages(record, [node_of[d] for d in chosen], MessageType.TRAIN))
+        self._sent_train[server_round] = messages  # the grid gives them ids when it sends them
+        return messages
 
     def record_replies(self, server_round: int, replies: list[Message]) -> None:
         """Note who replied (with its loss) and who failed in this round's training replies."""
         info = self.rounds.setdefault(server_round, {"round": server_round, "replied": [], "failed": []})
-        info["replied"], losses, weights = [], [], []
+        info["replied"], info["node_ids"], losses, weights = [], [], [], []
         info["failed"] = [f for f in info.get("failed", []) if f.get("stage") != "train"]
+        answered = set()
+        to_node = _recipients(self._sent_train.get(server_round, []))
         for reply in replies:
-            node = reply.metadata.src_node_id
+            # an error reply the SuperLink makes for a device (e.g. its upload expired) comes from the SuperLink's
+            # node id: the device is the recipient of the message it answers
+            node = to_node.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
             if reply.has_error():
                 info["failed"].append({"device": self._node_device.get(node), "node": node, "stage": "train",
                                        "reason": _reason(reply)})
                 continue
             metrics = next(iter(reply.content.metric_records.values()))
-            entry = {"device": int(metrics[DEVICE_KEY]), "num_examples": int(metrics[NUM_EXAMPLES]),
-                     "train_loss": float(metrics["train-loss"])}
+            entry = {"device": int(metrics[DEVICE_KEY]), "node_id": int(node),
+                     "num_examples": int(metrics[NUM_EXAMPLES]), "train_loss": float(metrics["train-loss"])}
+            info["node_ids"].append(int(node))
             if float(metrics.get("local-epsilon", -1.0)) >= 0:
                 entry["local_epsilon"] = float(metrics["local-epsilon"])
             info["replied"].append(entry)
             losses.append(entry["train_loss"])
             weights.append(entry["num_examples"])
+        for node in info.get("selected_node_ids", []):
+            if node is not None and node not in answered:  # e.g. the device disconnected mid-round
+                lost = node in getattr(self, "lost_nodes", ())
+                info["failed"].append({"device": self._node_device.get(node), "node": node, "stage": "train",
+                                       "reason": "disconnected mid-round (left the federation)" if lost else
+                                       f"no reply within {self.reply_timeout:g} s (disconnected?)"})
         info["train_loss"] = float(np.average(losses, weights=weights)) if losses else None
         for f in info["failed"]:
             if f["stage"] == "train":
@@ -154,6 +186,60 @@ class CentralDP(DifferentialPrivacyServerSideFixedClipping):
             inner.rounds[server_round]["aggregation_skipped"] = (
                 "central DP aggregates only complete rounds: a selected device failed")
         return arrays, metrics
+
+
+class LivenessGrid:
+    """A Flower grid whose ``send_and_receive`` also stops waiting for a device that left: a message whose
+    recipient has not been among the connected nodes for ``grace`` seconds gets no reply, so the round goes on
+    without it (instead of waiting the full timeout for a device that was lost mid-training). Everything else
+    is the wrapped grid's."""
+
+    def __init__(self, grid: Grid, poll: float = 2.0, grace: float = 5.0):
+        self._grid, self.poll, self.grace = grid, poll, grace
+        self.lost: set[int] = set()  # nodes given up on
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        grid = self._grid
+        if not all(hasattr(grid, a) for a in ("push_messages", "pull_messages", "get_node_ids")):
+            return grid.send_and_receive(messages, timeout=timeout)
+        messages = list(messages)
+        ids = [i for i in grid.push_messages(messages) if i]
+        dst = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        pending = set(ids)
+        end = time.monotonic() + (timeout if timeout is not None else 0.0)
+        missing_since: dict[int, float] = {}
+        replies: list[Message] = []
+        while pending and (timeout is None or time.monotonic() < end):
+            got = list(grid.pull_messages(pending))
+            replies += got
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if not pending:
+                break
+            online, now = set(grid.get_node_ids()), time.monotonic()
+            for mid in list(pending):
+                node = dst.get(mid)
+                if node in online:
+                    missing_since.pop(node, None)
+                elif now - missing_since.setdefault(node, now) >= self.grace:
+                    pending.discard(mid)  # the device left the federation: stop waiting for it
+                    self.lost.add(node)
+            time.sleep(self.poll)
+        return replies
+
+
+def _recipients(messages: Iterable[Message]) -> dict[str, int]:
+    """message id -> the node it was sent to (ids are set once the grid has sent the messages)."""
+    out = {}
+    for m in messages:
+        try:
+            if m.metadata.message_id:
+                out[m.metadata.message_id] = m.metadata.dst_node_id
+        except (AttributeError, ValueError):
+            pass
+    return out
 
 
 def _reason(reply: Message) -> str:
