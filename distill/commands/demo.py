@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cli import BoolAction
+
 NAME = "demo"
 HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a counterfactual-role-reversal student "
         "and a CRR + DP student, with fairness metrics, perplexity and a plot.")
@@ -9,8 +11,8 @@ HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a count
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="Output directory (must be new or empty).")
-    parser.add_argument("--quick", action="store_true", help="A smaller run (under 2 minutes on 2 CPU cores).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action=BoolAction, help="A smaller run (under 2 minutes on 2 CPU cores).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of data, initialisation and sampling.")
 
 
 def run(args, extra) -> int:
