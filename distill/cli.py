@@ -5,6 +5,11 @@ Errors a user can cause (:class:`~distill.errors.DistillError`) and bad flags ar
 code 2, on the main process only (every process of an ``accelerate launch`` run raises the same error).
 Every ``--long-option`` is accepted with dashes or underscores (``--max-new-tokens`` = ``--max_new_tokens``),
 and error hints spell an option the way the running command takes it.
+
+One convention across the commands: the output directory is ``--output_dir`` (older spellings are hidden aliases,
+:func:`add_deprecated_alias`, that warn once); a boolean option is a bare ``--flag`` (true) or ``--flag true|false``
+(:class:`BoolAction`, as `distill train` takes its config keys); every option has a help line; a module may set
+``USAGE`` for the usage line of a command whose flags are config keys.
 """
 
 from __future__ import annotations
@@ -24,8 +29,83 @@ COMMANDS = ("demo", "train", "federated", "cache_teacher", "evaluate", "counterf
             "tiny_teacher")
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_bool(value: str) -> bool:
+    """``true|yes|on|1`` or ``false|no|off|0`` (any case), the words `distill train` takes for its config keys."""
+    word = str(value).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+class BoolAction(argparse.Action):
+    """A boolean option: a bare ``--flag`` means true, ``--flag true|false`` (or ``--flag=false``) sets it.
+
+    :meth:`CommandParser.parse_known_args` joins ``--flag WORD`` into ``--flag=WORD`` when WORD is a boolean word
+    and a bare ``--flag`` into ``--flag=true``, so the option never swallows a positional argument after it."""
+
+    def __init__(self, option_strings, dest, default=False, required=False, help=None, metavar=None):
+        super().__init__(option_strings, dest, nargs="?", const=True, default=default, type=parse_bool,
+                         required=required, help=help, metavar=metavar or "true|false")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True if values is None else values)
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: sets the new option's ``dest`` and warns once on stderr."""
+
+    def __init__(self, option_strings, dest, new_option: str = "", **kwargs):
+        kwargs["help"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_option = new_option
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        warned = getattr(namespace, "_deprecated_warned", set())
+        if option_string not in warned:
+            warned.add(option_string)
+            setattr(namespace, "_deprecated_warned", warned)
+            print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the next release: "
+                  f"use {self.new_option}", file=sys.stderr)
+
+
+def add_deprecated_alias(parser, old: str, new: str, dest: str | None = None, **kwargs) -> None:
+    """Accept ``old`` (e.g. ``--out``) for option ``new`` (e.g. ``--output_dir``) for one more release: hidden
+    from ``--help``, one warning line on stderr when used."""
+    parser.add_argument(old, dest=dest or new.lstrip("-").replace("-", "_"), action=DeprecatedAlias, new_option=new,
+                        default=argparse.SUPPRESS, **kwargs)
+
+
 class CommandParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that takes each long option with dashes or underscores and errs in one line."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        bools = {name for action in self._actions if isinstance(action, BoolAction) for name in action.option_strings}
+        if bools:
+            joined, i = [], 0
+            while i < len(args):
+                token = args[i]
+                i += 1
+                if token == "--":
+                    joined += [token, *args[i:]]
+                    break
+                if token in bools:
+                    if i < len(args) and args[i].strip().lower() in _TRUE + _FALSE:
+                        token, i = f"{token}={args[i]}", i + 1
+                    else:
+                        token = f"{token}=true"
+                joined.append(token)
+            args = joined
+        namespace, extra = super().parse_known_args(args, namespace)
+        if hasattr(namespace, "_deprecated_warned"):
+            delattr(namespace, "_deprecated_warned")
+        return namespace, extra
 
     def add_argument(self, *names, **kwargs):
         extra = []
@@ -45,6 +125,8 @@ class CommandParser(argparse.ArgumentParser):
         for action in self._actions:
             if action.dest == dest and action.option_strings:
                 name = action.option_strings[0]
+                if isinstance(action, BoolAction) and isinstance(value, bool):
+                    return name if value else f"{name} false"
                 return name if value is None or action.nargs == 0 else f"{name} {value}"
         return f"--{dest.replace('_', '-')}" + ("" if value is None else f" {value}")
 
@@ -71,7 +153,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     modules, parsers = {}, {}
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           add_help=getattr(mod, "ADD_HELP", True),
+                           add_help=getattr(mod, "ADD_HELP", True), usage=getattr(mod, "USAGE", None),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         modules[mod.NAME] = mod

@@ -146,3 +146,110 @@ def test_train_help_lists_own_keys_first(run_cli):
     assert ours < theirs
     assert ours < out.index("--temperature") < theirs and out.index("--learning_rate") > theirs
     assert len(out[:ours].splitlines()) < 15  # no 600-line usage dump before our keys
+
+
+# ---- one convention across the commands ----------------------------------------------------------------
+def _options(parser):
+    """(command, action) for every option of every command, the hidden ones included."""
+    for name, sub in parser.command_parsers.items():
+        for action in sub._actions:
+            if action.option_strings:
+                yield name, action
+
+
+def test_every_option_has_help_and_takes_dashes_or_underscores():
+    import argparse
+
+    from distill.cli import build_parser
+
+    parser, _ = build_parser()
+    for name, action in _options(parser):
+        if action.help == argparse.SUPPRESS:  # a deprecated alias
+            continue
+        assert action.help and action.help.strip(), f"distill {name} {action.option_strings[0]} has no help"
+        for opt in action.option_strings:
+            if opt.startswith("--") and ("-" in opt[2:] or "_" in opt[2:]):
+                assert {"--" + opt[2:].replace("-", "_"), "--" + opt[2:].replace("_", "-")} <= set(
+                    action.option_strings), (name, opt)
+
+
+def test_the_output_directory_is_output_dir_and_old_spellings_are_hidden():
+    import argparse
+
+    from distill.cli import DeprecatedAlias, build_parser
+
+    parser, _ = build_parser()
+    for name, action in _options(parser):
+        for opt in action.option_strings:
+            if opt in ("--out", "--output"):
+                assert isinstance(action, DeprecatedAlias) and action.help == argparse.SUPPRESS, (name, opt)
+    for name in ("evaluate", "audit", "cache-teacher", "tiny-teacher"):
+        assert "--output_dir" in parser.command_parsers[name].format_help(), name
+    assert "--out " not in parser.command_parsers["evaluate"].format_help()
+
+
+def test_deprecated_alias_works_and_warns_once(capsys):
+    from distill.cli import build_parser
+
+    parser, _ = build_parser()
+    args, extra = parser.parse_known_args(["evaluate", "--model", "m", "--out", "a", "--out", "b"])
+    assert args.output_dir == "b" and not extra
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out is deprecated" in err[0] and "--output_dir" in err[0]
+    args, _ = parser.parse_known_args(["evaluate", "--model", "m", "--output_dir", "c"])
+    assert args.output_dir == "c" and capsys.readouterr().err == ""
+    args, _ = parser.parse_known_args(["audit", "--model", "m", "--output", "a.json"])
+    assert args.output == "a.json" and "--output is deprecated" in capsys.readouterr().err
+
+
+def test_every_boolean_is_a_bare_flag_or_true_false():
+    from distill.cli import BoolAction, build_parser
+
+    parser, _ = build_parser()
+    flags = [(name, a) for name, a in _options(parser)
+             if a.nargs == 0 and a.dest not in ("help", "version")]
+    assert not flags, f"store_true/store_false options left: {[(n, a.option_strings[0]) for n, a in flags]}"
+    bools = [(name, a) for name, a in _options(parser) if isinstance(a, BoolAction)]
+    assert len(bools) >= 15
+    required = {"counterfactual": ["x"], "evaluate": ["--model", "m"], "card": ["--model", "m"],
+                "push": ["--model", "m", "--repo-id", "a/b"], "federated": ["--config", "c.yaml"]}
+    for name, action in bools:
+        opt, base = action.option_strings[0], required.get(name, [])
+        for argv, value in (([opt], True), ([opt, "true"], True), ([opt, "false"], False), ([f"{opt}=no"], False),
+                            ([], action.default)):
+            args, extra = parser.parse_known_args([name, *argv, *base])
+            assert getattr(args, action.dest) is value and not extra, (name, argv)
+
+
+def test_a_bare_boolean_does_not_swallow_a_positional_argument(run_cli):
+    rc, out, _ = run_cli("counterfactual", "--names", "James met his father.")
+    assert rc == 0 and out.strip() == "Mary met her mother."
+    rc, out, _ = run_cli("counterfactual", "--names", "false", "James met his father.")
+    assert rc == 0 and out.strip() == "James met her mother."
+    rc, _, err = run_cli("counterfactual", "--names=maybe", "x")
+    assert rc == 2 and "expected true or false" in err
+
+
+def test_names_help_matches_the_name_table():
+    from distill.cli import build_parser
+
+    table = os.path.join(REPO, "distill", "counterfactual", "data", "first_names.tsv")
+    pairs = {tuple(line.split("\t")) for line in open(table, encoding="utf-8").read().splitlines()
+             if line and not line.startswith("#")}
+    helptext = build_parser()[0].command_parsers["counterfactual"].format_help()
+    import re
+
+    shown = re.findall(r"([A-Z][a-z]+) <-> ([A-Z][a-z]+)", helptext)
+    assert shown
+    for male, female in shown:
+        assert (male.lower(), female.lower()) in pairs, (male, female)
+
+
+def test_usage_lines_show_what_a_command_accepts(run_cli):
+    rc, out, _ = run_cli("federated", "--help")
+    assert rc == 0 and out.startswith("usage: distill federated --config FILE") and "[--compare]" in out
+    assert "[--KEY VALUE ...]" in out.splitlines()[0]
+    rc, out, _ = run_cli("train", "--help")
+    assert rc == 0 and "[--KEY VALUE ...]" in out
+    rc, out, _ = run_cli("cache-teacher", "--help")
+    assert rc == 0 and "[--KEY VALUE ...]" in out.splitlines()[0]

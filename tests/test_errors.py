@@ -57,7 +57,7 @@ def damaged_models(tmp_path_factory, tiny_teacher_dir):
 @pytest.mark.parametrize("kind", ["zero", "truncated", "corrupt"])
 def test_damaged_weights_in_evaluate(damaged_models, tmp_path, capsys, kind):
     out = tmp_path / "report"
-    _fails(capsys, ["evaluate", "--model", damaged_models[kind], "--out", str(out), "--occupations", "nurse",
+    _fails(capsys, ["evaluate", "--model", damaged_models[kind], "--output_dir", str(out), "--occupations", "nurse",
                     "--metrics", "cooccurrence"], "damaged", damaged_models[kind])
     assert not out.exists()
 
@@ -72,7 +72,7 @@ def test_damaged_teacher_in_train(damaged_models, tmp_path, capsys):
 
 @pytest.mark.parametrize("path", ["./no/such/model", "/no/such/model", "runs/a/b"])
 def test_missing_local_model_path_says_so(tmp_path, capsys, path):
-    line = _fails(capsys, ["evaluate", "--model", path, "--out", str(tmp_path / "r")], "does not exist", path)
+    line = _fails(capsys, ["evaluate", "--model", path, "--output_dir", str(tmp_path / "r")], "does not exist", path)
     assert "Repo id" not in line
 
 
@@ -110,7 +110,7 @@ def test_bad_train_file_in_cli_writes_nothing(tiny_teacher_dir, tmp_path, capsys
 def test_latin1_prompt_file(tiny_teacher_dir, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes("The caf\u00e9 owner said that\n".encode("latin-1"))
-    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--prompts", str(prompts), "--out",
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--prompts", str(prompts), "--output_dir",
                     str(tmp_path / "r")], "not UTF-8")
     assert not (tmp_path / "r").exists()
 
@@ -135,29 +135,29 @@ def test_outputs_that_are_files_fail_first(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     # the model does not exist either: the output error comes first, so nothing was loaded or evaluated
-    _fails(capsys, ["evaluate", "--model", "./no/model", "--out", str(afile)], "--out", "existing file")
+    _fails(capsys, ["evaluate", "--model", "./no/model", "--output_dir", str(afile)], "--output_dir", "existing file")
     _fails(capsys, ["train", "--output_dir", str(afile), "--dataset_name", "builtin:tiny"], "--output_dir",
            "existing file")
     _fails(capsys, ["demo", "--out", str(afile)], "--out", "existing file")
     _fails(capsys, ["tiny-teacher", "--output-dir", str(afile / "below")], "--output_dir", "is a file")
-    _fails(capsys, ["audit", "--model", "./no/model", "--canary-seed", "1", "--output", str(tmp_path)],
-           "--output", "is a directory")
+    _fails(capsys, ["audit", "--model", "./no/model", "--canary-seed", "1", "--output_dir", str(afile)],
+           "--output_dir", "existing file")
     assert afile.read_text() == "keep me"
 
 
 def test_device_cuda_without_cuda(tiny_teacher_dir, tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "cuda", "--out", str(tmp_path / "r")],
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "cuda", "--output_dir", str(tmp_path / "r")],
            "--device cuda", "CUDA is not available")
-    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "gpu0", "--out", str(tmp_path / "r")],
+    _fails(capsys, ["evaluate", "--model", tiny_teacher_dir, "--device", "gpu0", "--output_dir", str(tmp_path / "r")],
            "not a device")
 
 
 def test_evaluate_does_not_mix_runs(tiny_teacher_dir, tmp_path, capsys):
     out = tmp_path / "report"
     common = ["evaluate", "--model", tiny_teacher_dir, "--occupations", "nurse,plumber", "--quiet", "--no-plot",
-              "--out", str(out), "--max-new-tokens", "3", "--max-prompts-per-group", "2", "--greedy"]
+              "--output_dir", str(out), "--max-new-tokens", "3", "--max-prompts-per-group", "2", "--greedy"]
     assert cli_main(common + ["--metrics", "cooccurrence,parity"]) == 0
     first = _digest(out)
     assert "generations.jsonl" in first
@@ -177,7 +177,7 @@ def test_every_evaluate_output_is_a_known_report_file(tiny_teacher_dir, tmp_path
 
     out = tmp_path / "all"
     assert cli_main(["evaluate", "--model", tiny_teacher_dir, "--occupations", "nurse", "--quiet", "--greedy",
-                     "--max-new-tokens", "2", "--max-prompts-per-group", "1", "--out", str(out)]) == 0
+                     "--max-new-tokens", "2", "--max-prompts-per-group", "1", "--output_dir", str(out)]) == 0
     assert set(os.listdir(out)) == set(FAIRNESS_REPORT_FILES)  # so --overwrite can clear every one of them
 
 
@@ -200,7 +200,7 @@ def pickle_only(tmp_path_factory):
 def test_pickle_hint_uses_each_commands_spelling(pickle_only, tmp_path, capsys):
     from distill.model_loading import load_causal_lm
 
-    line = _fails(capsys, ["evaluate", "--model", pickle_only, "--out", str(tmp_path / "r")], "pass --allow-pickle ")
+    line = _fails(capsys, ["evaluate", "--model", pickle_only, "--output_dir", str(tmp_path / "r")], "pass --allow-pickle ")
     assert "--allow_pickle true" not in line
     _fails(capsys, ["audit", "--model", pickle_only, "--canary-seed", "1"], "pass --allow-pickle ")
     _fails(capsys, ["train", "--teacher_model_name_or_path", pickle_only, "--output_dir", str(tmp_path / "t"),
@@ -214,8 +214,8 @@ def test_both_spellings_of_every_option():
     from distill.cli import build_parser
 
     parser, _ = build_parser()
-    a = parser.parse_args(["evaluate", "--model", "m", "--max_new_tokens", "3", "--allow_pickle", "--out", "o"])
-    b = parser.parse_args(["evaluate", "--model", "m", "--max-new-tokens", "3", "--allow-pickle", "--out", "o"])
+    a = parser.parse_args(["evaluate", "--model", "m", "--max_new_tokens", "3", "--allow_pickle", "--output_dir", "o"])
+    b = parser.parse_args(["evaluate", "--model", "m", "--max-new-tokens", "3", "--allow-pickle", "--output_dir", "o"])
     assert vars(a) == vars(b) and a.max_new_tokens == 3 and a.allow_pickle
     assert parser.parse_args(["push", "--model", "d", "--repo_id", "x/y"]).repo_id == "x/y"
     assert parser.parse_args(["tiny-teacher", "--output-dir", "t"]).output_dir == "t"

@@ -42,3 +42,23 @@ def test_card_lists_every_family(tmp_path, tiny_teacher_dir, with_generation):
     assert "Other metric families" in card.text and "| downstream | minimal pairs" in card.text
     assert "(95% CI 0.64-0.91)" in card.text and "No fairness results" not in card.text
     assert ("cooccurrence_bias_mean_abs" in metrics) == with_generation
+
+
+def test_refresh_rewrites_only_a_card_fair_distill_wrote(tmp_path, tiny_teacher_dir):
+    from distill.hub.card import GENERATED_MARKER, refresh_model_card, write_model_card
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_teacher_dir, model)
+    card = model / "README.md"
+    card.write_text("# mine\n")
+    (model / "fairness.json").write_text(json.dumps({"model": "m", "per_profession": [], **SECTIONS}))
+    assert refresh_model_card(str(model)) is None and card.read_text() == "# mine\n"
+    os.remove(card)
+    if not (model / "distill_config.yaml").exists():  # not a fair-distill run: nothing is created
+        assert refresh_model_card(str(model)) is None and not card.exists()
+    write_model_card(str(model))
+    assert GENERATED_MARKER in card.read_text()
+    (model / "fairness.json").write_text(json.dumps({"model": "m", "per_profession": [], "mean_parity": 0.25}))
+    assert refresh_model_card(str(model)) == str(card)
+    text = card.read_text()
+    assert "mean_parity" in text and "Other metric families" not in text

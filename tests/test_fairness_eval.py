@@ -82,7 +82,7 @@ def planted_models(tmp_path_factory, gpt2_tok):
 
 
 def _evaluate(model_dir, out_dir, *flags):
-    rc = main(["evaluate", "--model", model_dir, "--out", str(out_dir), "--quiet", *flags])
+    rc = main(["evaluate", "--model", model_dir, "--output_dir", str(out_dir), "--quiet", *flags])
     assert rc == 0
     with open(os.path.join(out_dir, "fairness.json")) as fh:
         return json.load(fh)
@@ -168,7 +168,7 @@ def test_evaluate_reads_bold_files(planted_models, tmp_path):
 
 
 def test_unknown_metric_and_bad_prompts_are_clear_errors(planted_models, tmp_path, capsys):
-    rc = main(["evaluate", "--model", planted_models["skewed"], "--metrics", "regard", "--out", str(tmp_path)])
+    rc = main(["evaluate", "--model", planted_models["skewed"], "--metrics", "regard", "--output_dir", str(tmp_path)])
     assert rc == 2 and "Unknown fairness metric" in capsys.readouterr().err
     rc = main(["evaluate", "--model", planted_models["skewed"], "--prompts", "bold:nope.json"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_evaluate_suite_all_compares_models(tmp_path, tiny_teacher_dir, run_cli)
     rc, stdout, err = run_cli("evaluate", "--model", tiny_teacher_dir, "--model", other, "--suite", "all",
                               "--occupations", "nurse,pilot", "--ceat-tests", "career_family,occupations",
                               "--ceat-samples", "50", "--metrics", "cooccurrence,parity", "--max-new-tokens", "4",
-                              "--quiet", "--out", out)
+                              "--quiet", "--output_dir", out)
     assert rc == 0, err[-3000:]
     assert "CEAT ES" in stdout and "pronoun gap" in stdout and "stereo pairs" in stdout
     assert (out / "comparison.png").stat().st_size > 5000
@@ -119,6 +119,6 @@ def test_evaluate_rejects_an_unknown_ceat_test(tmp_path, tiny_teacher_dir, capsy
     from distill.cli import main
 
     rc = main(["evaluate", "--model", tiny_teacher_dir, "--suite", "intrinsic", "--ceat-tests", "nope", "--quiet",
-               "--out", str(tmp_path / "r")])
+               "--output_dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and "Unknown CEAT test 'nope'" in err and "Traceback" not in err

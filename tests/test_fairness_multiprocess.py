@@ -46,9 +46,9 @@ def test_distill_evaluate_on_two_processes_equals_one_process(tmp_path, tiny_tea
 
     for mode in (["--greedy"],):
         one, two = tmp_path / f"one{len(mode)}", tmp_path / f"two{len(mode)}"
-        assert main(["evaluate", "--model", tiny_teacher_dir, *EVAL, *mode, "--out", str(one)]) == 0
+        assert main(["evaluate", "--model", tiny_teacher_dir, *EVAL, *mode, "--output_dir", str(one)]) == 0
         res = accelerate_launch(["-m", "distill", "evaluate", "--model", tiny_teacher_dir, *EVAL, *mode,
-                                 "--out", str(two)], timeout=240)
+                                 "--output_dir", str(two)], timeout=240)
         assert res.returncode == 0, res.stderr[-4000:]
         assert res.stdout.count("Wrote ") == 1  # the main process alone writes and prints
         a = json.loads((one / "fairness.json").read_text())

@@ -356,9 +356,10 @@ def test_push_uploads_model_tokenizer_card_and_reports_only(trained, tmp_path, f
     (upload,) = fake_hub.uploads()
     files = set(upload["files"])
     expected = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-                "tokenizer_config.json", "distill_config.yaml", "all_results.json", "trainer_state.json",
-                "fairness.json", "per_profession.csv", "disparity.png", "privacy.json"}
+                "tokenizer_config.json", "distill_config.yaml", "fairness.json", "per_profession.csv",
+                "disparity.png", "privacy.json"}
     assert expected <= files
+    assert not files & {"all_results.json", "trainer_state.json"}  # DP (privacy.json): outside epsilon
     assert not [f for f in files if "/" in f or f.startswith("checkpoint")]
     assert not files & {"optimizer.pt", "training_args.bin", "train.csv", ".env"}
     assert upload["revision"] == "v1" and upload["commit_message"] == "first" and upload["repo_id"] == REPO_ID
@@ -371,9 +372,130 @@ def test_push_uploads_model_tokenizer_card_and_reports_only(trained, tmp_path, f
     assert f'from_pretrained("{REPO_ID}")' in card.text
 
 
-def test_existing_card_is_pushed_as_is(trained, tmp_path, fake_hub):
+def test_a_card_someone_wrote_is_pushed_as_is(trained, tmp_path, fake_hub):
     model = _copy(trained[0], tmp_path)
+    with open(os.path.join(model, "README.md"), "w") as fh:
+        fh.write("# my own card\n")
     before = _tree_digest(model)
     assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
     assert _tree_digest(model) == before  # a push never rewrites the card or anything else
     assert "README.md" in fake_hub.uploads()[0]["files"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the card follows the evaluation; DP pushes leave out what epsilon does not cover
+# ---------------------------------------------------------------------------------------------------
+def test_evaluate_into_the_model_dir_refreshes_the_card(trained, tmp_path, capsys):
+    model = _copy(trained[0], tmp_path)
+    assert "No fairness results were computed" in open(os.path.join(model, "README.md")).read()
+    rc = cli_main(["evaluate", "--model", model, "--output_dir", model, "--occupations", "nurse,plumber",
+                   "--max-prompts-per-group", "1", "--max-new-tokens", "4", "--no-plot", "--quiet", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    card = ModelCard.load(os.path.join(model, "README.md"))
+    assert "No fairness results were computed" not in card.text
+    assert "Measured by `distill evaluate` (`fairness.json`)" in card.text
+    assert "cooccurrence_bias_mean_abs" in _metrics(card)
+    # a README.md the user wrote is kept
+    with open(os.path.join(model, "README.md"), "w") as fh:
+        fh.write("# mine\n")
+    rc = cli_main(["evaluate", "--model", model, "--output_dir", model, "--occupations", "nurse", "--overwrite",
+                   "--max-prompts-per-group", "1", "--max-new-tokens", "4", "--no-plot", "--quiet", "--device", "cpu"])
+    assert rc == 0 and open(os.path.join(model, "README.md")).read() == "# mine\n"
+
+
+def test_push_refreshes_a_generated_card_with_the_reports(trained, tmp_path, fake_hub):
+    model = _copy(trained[0], tmp_path)
+    with open(os.path.join(model, "fairness.json"), "w") as fh:
+        json.dump(FAIRNESS, fh)
+    assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
+    card = ModelCard.load(os.path.join(model, "README.md"))
+    assert "cooccurrence_bias_mean_abs" in _metrics(card) and 'from_pretrained("x/y")' in card.text
+    files = set(fake_hub.uploads()[0]["files"])
+    assert {"README.md", "trainer_state.json", "all_results.json"} <= files  # no DP: everything is uploaded
+
+
+def test_dp_push_leaves_out_unprotected_files_unless_asked(trained, tmp_path, fake_hub):
+    from distill.privacy.disclosure import OUTSIDE_EPSILON
+
+    model = _copy(trained[0], tmp_path)
+    with open(os.path.join(model, "privacy.json"), "w") as fh:
+        json.dump({**PRIVACY, "privacy_unit": "one record", "outside_epsilon": list(OUTSIDE_EPSILON),
+                   "frozen_parameters": {"names": [], "why_public": "none"}}, fh)
+    open(os.path.join(model, "train_results.json"), "w").write('{"train_loss": 1.0, "train_runtime": 2.5}')
+    assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
+    files = set(fake_hub.uploads()[0]["files"])
+    assert not files & {"trainer_state.json", "all_results.json", "train_results.json"}
+    assert {"README.md", "model.safetensors", "privacy.json"} <= files
+    text = open(os.path.join(model, "README.md")).read()
+    assert "`distill push` left out the files that hold values outside ε" in text
+    assert "`trainer_state.json`" in text and "trainer_state.json and any training logs" in text
+    fake_hub.calls = []
+    assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN, "--include-unprotected"]) == 0
+    assert {"trainer_state.json", "all_results.json", "train_results.json"} <= set(fake_hub.uploads()[0]["files"])
+    assert "`distill push --include-unprotected` also uploaded" in open(os.path.join(model, "README.md")).read()
+
+
+FL_REPORT = {"flwr_version": "1.0", "local_dp": False,
+             "federated": {"num_devices": 4, "devices_per_round": 2, "num_rounds": 3, "local_steps": 5,
+                           "selection": "uniform", "activity_exponent": 1.0, "setting": "static", "storage": None,
+                           "partition": "iid", "partition_alpha": 0.5, "partition_attribute": "gender",
+                           "central_dp": False, "central_dp_noise_multiplier": 1.0, "central_dp_clipping_norm": 1.0},
+             "devices": {"total_records": 40, "sizes": [10, 10, 10, 10]},
+             "rounds": [{"round": 0, "perplexity": 90.0}, {"round": 3, "perplexity": 50.0,
+                                                           "cooccurrence_bias_mean_abs": 0.5}]}
+
+
+def test_card_force_keeps_the_federated_section(trained, tmp_path):
+    model = _copy(trained[0], tmp_path)
+    with open(os.path.join(model, "fl_report.json"), "w") as fh:
+        json.dump(FL_REPORT, fh)
+    path = os.path.join(model, "README.md")
+    with open(path, "w") as fh:
+        fh.write("# my own card\n")
+    assert cli_main(["card", "--model", model, "--force"]) == 0
+    text = open(path).read()
+    assert GENERATED_MARKER in text and "## Federated training" in text and "| devices (N) | 4 |" in text
+    assert text.index("## Federated training") < text.index("## Evaluation")
+    assert cli_main(["card", "--model", model]) == 0  # a refresh keeps it too, once
+    assert open(path).read().count("## Federated training") == 1
+
+
+def _set_config(model, **keys):
+    import yaml
+
+    path = os.path.join(model, "distill_config.yaml")
+    cfg = yaml.safe_load(open(path))
+    cfg.update(keys)
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg, fh)
+
+
+def test_card_names_the_divergence_the_cache_and_the_compute(trained, tmp_path):
+    model = _copy(trained[0], tmp_path)
+    text = open(os.path.join(model, "README.md")).read()
+    assert "D = KL(teacher‖student) (forward KL)" in text
+    assert "**Teacher targets:** computed by a forward pass of the teacher" in text
+    assert "## Compute" in text and "| training time | " in text and "## Out-of-scope use" in text
+    assert "Counterfactual Role Reversal" in text and "Sanh, Victor and Debut" in text and "@inproceedings" in text
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "manifest.json").write_text(json.dumps({"top_k": 16, "dtype": "float16"}))
+    _set_config(model, kd_loss="jsd", kd_beta=0.3, teacher_cache=str(cache))
+    write_model_card(model)
+    text = open(os.path.join(model, "README.md")).read()
+    assert "D = JSD_β(teacher, student)" in text and "β = 0.3" in text
+    assert "read from a teacher cache" in text and "top-16 log-probabilities in float16" in text
+    _set_config(model, kd_loss="skew_reverse_kl", kd_skew_alpha=0.2, teacher_cache=None)
+    write_model_card(model)
+    text = open(os.path.join(model, "README.md")).read()
+    assert "(skew reverse KL) with α = 0.2" in text and "KL(teacher‖student)" not in text
+
+
+def test_compute_says_not_recorded_without_records(trained, tmp_path):
+    model = _copy(trained[0], tmp_path)
+    for name in ("trainer_state.json", "all_results.json"):
+        if os.path.exists(os.path.join(model, name)):
+            os.remove(os.path.join(model, name))
+    write_model_card(model)
+    text = open(os.path.join(model, "README.md")).read()
+    assert "| training time | not recorded |" in text and "| devices (processes) | not recorded |" in text

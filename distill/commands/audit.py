@@ -3,7 +3,8 @@ privacy-utility-fairness curve (:mod:`distill.demo.privacy_sweep`)."""
 
 from __future__ import annotations
 
-import argparse
+
+from ..cli import BoolAction, add_deprecated_alias
 
 NAME = "audit"
 HELP = ("Privacy audit: membership inference (loss threshold, reference-calibrated), canary exposure and "
@@ -11,6 +12,7 @@ HELP = ("Privacy audit: membership inference (loss threshold, reference-calibrat
 DESCRIPTION = """Privacy audit of a causal LM.
 
   distill audit --model runs/tiny-dp --members train.txt --non-members heldout.txt [--canary-seed 1234]
+                [--output_dir DIR]     # writes DIR/audit.json (default: the model directory)
   distill audit --sweep --quick --seeds 3 --output_dir runs/privacy-sweep
 
 Members/non-members: .txt (one text a line), .json/.jsonl/.csv/.parquet (column --text-column).
@@ -30,9 +32,9 @@ def add_arguments(parser) -> None:
                         help="Reference model of the calibrated attack (default: the model's teacher, when known; "
                              "'none' turns the attack off).")
     parser.add_argument("--num-beams", type=int, default=10, help="Beams of canary extraction.")
-    parser.add_argument("--sweep", action="store_true",
+    parser.add_argument("--sweep", action=BoolAction,
                         help="Train the demo student at several epsilons, with and without CRR, and audit each.")
-    parser.add_argument("--quick", action="store_true", help="--sweep: the small version (minutes on a CPU).")
+    parser.add_argument("--quick", action=BoolAction, help="--sweep: the small version (minutes on a CPU).")
     parser.add_argument("--epsilons", default=None,
                         help="--sweep: comma-separated epsilons (inf = no noise; default 1,4,8,inf, --quick 1,8,inf).")
     parser.add_argument("--seeds", type=int, default=1,
@@ -40,8 +42,6 @@ def add_arguments(parser) -> None:
                              "tests need 2 or more).")
     parser.add_argument("--jobs", type=int, default=None,
                         help="--sweep: worker processes training side by side (default: one per core, at most 2).")
-    parser.add_argument("--output_dir", default=None, help="--sweep: output directory (default runs/privacy-sweep).")
-    parser.add_argument("--out", dest="out_deprecated", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--members", help="Texts that were in the training data.")
     parser.add_argument("--non-members", help="Held-out texts from the same distribution.")
     parser.add_argument("--text-column", default="text", help="Column of the texts in json/csv/parquet files.")
@@ -50,10 +50,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--canary-seed", type=int, action="append", default=[],
                         help="canary_seed of a training run that inserted canaries (repeatable).")
     parser.add_argument("--num-candidates", type=int, default=1000, help="|R|: random candidates per canary.")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="Texts per forward pass of the loss attacks.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random canary candidates.")
-    parser.add_argument("--output", default=None, help="Where to write audit.json (default: MODEL/audit.json).")
-    parser.add_argument("--allow-pickle", action="store_true", help="Allow loading non-safetensors weights.")
+    parser.add_argument("--output_dir", default=None, metavar="DIR",
+                        help="Directory of audit.json (default: the model directory); with --sweep, the sweep's "
+                             "output directory (default: runs/privacy-sweep).")
+    add_deprecated_alias(parser, "--output", "--output_dir", dest="output", metavar="FILE")
+    add_deprecated_alias(parser, "--out", "--output_dir", metavar="DIR")
+    parser.add_argument("--allow-pickle", action=BoolAction, help="Allow loading non-safetensors weights.")
 
 
 def resolve_output_dir(args, default: str) -> str:
@@ -109,7 +113,7 @@ def run(args, extra) -> int:
 
     from ..errors import ConfigError
     from ..model_loading import load_causal_lm, load_tokenizer
-    from ..outputs import AUDIT_FILENAME, PRIVACY_FILENAME, check_output_file
+    from ..outputs import AUDIT_FILENAME, PRIVACY_FILENAME, check_output_dir, check_output_file
     from ..privacy.audit import canary_exposure, exposure_dict, extract_canaries, membership_attacks, sequence_losses
     from ..privacy.canary import make_canary
 
@@ -126,8 +130,15 @@ def run(args, extra) -> int:
         raise ConfigError("Give --model DIR to audit a model (or --sweep to train and audit a series).")
     if (args.members is None) != (args.non_members is None):
         raise ConfigError("Give both --members and --non-members for membership inference (or neither).")
-    if args.output:
-        check_output_file(args.output, "output")  # before any work
+    # before any work: where audit.json goes (the deprecated --output FILE names the file itself)
+    output = getattr(args, "output", None)
+    if output is not None:
+        check_output_file(output, "output")
+    elif args.output_dir is not None:
+        check_output_dir(args.output_dir, "output_dir")
+        output = os.path.join(args.output_dir, AUDIT_FILENAME)
+    else:
+        output = os.path.join(args.model, AUDIT_FILENAME) if os.path.isdir(args.model) else AUDIT_FILENAME
     canaries = list(args.canary) + [make_canary(s) for s in args.canary_seed]
     if args.members is None and not canaries:
         raise ConfigError("Nothing to audit: give --members/--non-members and/or --canary / --canary-seed.")
@@ -160,7 +171,9 @@ def run(args, extra) -> int:
     if os.path.isfile(privacy):
         with open(privacy, encoding="utf-8") as fh:
             report["dp"] = {k: v for k, v in json.load(fh).items() if k in ("epsilon", "delta", "noise_multiplier")}
-    out = args.output or (os.path.join(args.model, AUDIT_FILENAME) if os.path.isdir(args.model) else AUDIT_FILENAME)
+    out = output
+    if os.path.dirname(out):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, allow_nan=False)
     for name, attack in (report.get("membership_inference") or {}).items():

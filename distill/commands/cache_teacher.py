@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cli import BoolAction
+
 NAME = "cache-teacher"
 ORDER = 15
 HELP = "Run the teacher once over the training data and store its top-k KD targets (then train with teacher_cache)."
@@ -13,6 +15,7 @@ with `teacher_cache: CACHE` (or --teacher_cache CACHE). Other config keys may fo
 (e.g. --teacher_cache_top_k 128 --teacher_cache_dtype float32). Interrupted builds resume: run the same
 command again. Several processes: accelerate launch -m distill cache-teacher ... (shards are split)."""
 ACCEPTS_EXTRA = True
+USAGE = "distill cache-teacher --config FILE [--output_dir CACHE] [--batch_size N] [--no_progress] [--KEY VALUE ...]"
 
 
 def add_arguments(parser) -> None:
@@ -21,7 +24,7 @@ def add_arguments(parser) -> None:
                         help="The cache directory (default: the config's teacher_cache).")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="Rows per teacher forward (default: per_device_eval_batch_size).")
-    parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
+    parser.add_argument("--no_progress", action=BoolAction, help="No progress bar.")
 
 
 def run(args, extra: list[str]) -> int:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ..cli import BoolAction
+
 NAME = "card"
 HELP = "Write the model card (README.md) of a trained model: metadata, perplexity, fairness and privacy."
 DESCRIPTION = HELP + """
 
-Run it after `distill evaluate --model DIR --out DIR` to add the fairness results to the card. A README.md
-that fair-distill did not write is kept unless --force is given.
+`distill evaluate --model DIR --output_dir DIR` and `distill push` refresh a card that fair-distill wrote; run
+this to rewrite it by hand. A README.md that fair-distill did not write is kept unless --force is given (then
+it is replaced by a full card: training, CRR, DP, federated, fairness, compute and citation sections).
 """
 
 
@@ -15,7 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="The output_dir of `distill train`.")
     parser.add_argument("--repo-id", default=None, metavar="NAME",
                         help="Hub repo id shown in the card's usage example (default: the directory name).")
-    parser.add_argument("--force", action="store_true", help="Replace a README.md that fair-distill did not write.")
+    parser.add_argument("--force", action=BoolAction, help="Replace a README.md that fair-distill did not write.")
 
 
 def run(args, extra) -> int:

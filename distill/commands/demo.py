@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+
+from ..cli import BoolAction, add_deprecated_alias
 
 NAME = "demo"
 HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a counterfactual-role-reversal student "
@@ -11,8 +12,8 @@ HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a count
 
 def add_arguments(parser) -> None:
     parser.add_argument("--output_dir", default=None, help="Output directory (must be new or empty; default runs/demo).")
-    parser.add_argument("--out", dest="out_deprecated", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="A smaller run (under 2 minutes on 2 CPU cores).")
+    add_deprecated_alias(parser, "--out", "--output_dir", metavar="DIR")
+    parser.add_argument("--quick", action=BoolAction, help="A smaller run (under 2 minutes on 2 CPU cores).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the teacher and the first student.")
     parser.add_argument("--architecture", choices=("gpt2", "llama"), default="gpt2",
                         help="Architecture of the demo's teacher (and so of its students): gpt2 (LayerNorm, tied head) "

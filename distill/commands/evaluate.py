@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..cli import BoolAction, add_deprecated_alias
+
 NAME = "evaluate"
 HELP = ("Measure gender bias of causal LMs: generation (co-occurrence, parity, sentiment, representation), "
         "intrinsic (CEAT, prediction sensitivity) and downstream (pronoun resolution, minimal pairs).")
@@ -15,7 +17,9 @@ Prompts: 'builtin' (the project's profession prompts over 48 occupations with re
 'bold:FILE' (a BOLD prompt file such as profession_prompt.json or gender_prompt.json), or a .txt (one prompt
 a line) / .jsonl ({"prompt": ..., "group": ..., "gender": ...}) file.
 Writes DIR/fairness.json (sections intrinsic, downstream, prediction_sensitivity beside the generation
-metrics), and with the generation suite DIR/per_profession.csv, DIR/disparity.png and DIR/generations.jsonl."""
+metrics), and with the generation suite DIR/per_profession.csv, DIR/disparity.png and DIR/generations.jsonl.
+With --output_dir the model's own directory, a model card fair-distill wrote there (README.md) is refreshed
+with the results; a README.md you wrote is kept."""
 
 
 def add_arguments(parser) -> None:
@@ -35,26 +39,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--metrics", default="cooccurrence,parity,sentiment",
                         help="Comma-separated subset of cooccurrence, parity, sentiment.")
     parser.add_argument("--num-samples", type=int, default=1, help="Continuations sampled per prompt.")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=int, default=20, help="Tokens generated per continuation.")
     parser.add_argument("--max-prompts-per-group", type=int, default=None,
                         help="At most N prompts per group (profession / BOLD group) and subject gender.")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--greedy", action="store_true", help="Greedy decoding instead of sampling.")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=16, help="Prompts per generation / forward batch.")
+    parser.add_argument("--greedy", action=BoolAction, help="Greedy decoding instead of sampling.")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (ignored with --greedy).")
     parser.add_argument("--top-k", type=int, default=0, help="0 = no top-k filtering.")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (1.0 = no top-p filtering).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the CEAT contexts.")
     parser.add_argument("--classifier", default=None,
                         help="Optional HF text-classification model (regard / toxicity) applied to generations.")
-    parser.add_argument("--out", default="fairness_report",
-                        help="Output directory (with several models: one subdirectory a model).")
-    parser.add_argument("--overwrite", action="store_true", help="Replace a previous report in --out.")
+    parser.add_argument("--output_dir", default="fairness_report", metavar="DIR",
+                        help="Output directory (with several models: one subdirectory a model). The model's own "
+                             "directory adds the report to it and refreshes its fair-distill model card.")
+    add_deprecated_alias(parser, "--out", "--output_dir", metavar="DIR")
+    parser.add_argument("--overwrite", action=BoolAction, help="Replace a previous report in --output_dir.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available).")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    parser.add_argument("--allow-pickle", action="store_true", help="Allow loading pickle (.bin) weights.")
-    parser.add_argument("--trust-remote-code", action="store_true")
-    parser.add_argument("--no-plot", action="store_true", help="Skip disparity.png.")
-    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="Dtype the model is loaded in (auto: as saved).")
+    parser.add_argument("--allow-pickle", action=BoolAction, help="Allow loading pickle (.bin) weights.")
+    parser.add_argument("--trust-remote-code", action=BoolAction,
+                        help="Run the model repo's own modelling code (only for repos you trust).")
+    parser.add_argument("--no-plot", action=BoolAction, help="Skip disparity.png.")
+    parser.add_argument("--quiet", action=BoolAction, help="No progress bars.")
 
 
 def _subdir(name: str, taken: set[str]) -> str:
@@ -77,17 +85,19 @@ def run(args, extra) -> int:
     from ..fairness.prompts import builtin_prompts, load_prompts
     from ..fairness.report import format_suite_details, format_suite_table, plot_suite
     from ..fairness.suite import evaluate_suite
+    from ..hub.card import refresh_model_card
     from ..model_loading import load_causal_lm, load_tokenizer
     from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, remove_files
     from ..runtime import resolve_device
 
     several = len(args.model) > 1
     taken: set[str] = set()
-    outs = [os.path.join(args.out, _subdir(name, taken)) if several else args.out for name in args.model]
+    out_dir = args.output_dir
+    outs = [os.path.join(out_dir, _subdir(name, taken)) if several else out_dir for name in args.model]
     # before any work, so nothing is lost: no report directory may mix two runs
-    previous = [check_report_dir(out, overwrite=args.overwrite) for out in outs]
+    previous = [check_report_dir(out, overwrite=args.overwrite, option="output_dir") for out in outs]
     if several:
-        previous.append(check_report_dir(args.out, COMPARISON_FILES, overwrite=args.overwrite))
+        previous.append(check_report_dir(out_dir, COMPARISON_FILES, overwrite=args.overwrite, option="output_dir"))
     occupations = [o.strip() for o in args.occupations.split(",") if o.strip()] if args.occupations else None
     if occupations:
         if args.prompts != "builtin":
@@ -126,15 +136,16 @@ def run(args, extra) -> int:
         details = format_suite_details(report)
         if details:
             print(details)
-        print("Wrote " + ", ".join(paths.values()) + "\n")
+        card = refresh_model_card(out) if os.path.isdir(name) and os.path.samefile(name, out) else None
+        print("Wrote " + ", ".join([*paths.values(), *([card] if card else [])]) + "\n")
     if not state.is_main_process:
         return 0
     print(format_suite_table(reports))
     if several:
-        remove_files(args.out, previous[-1])
+        remove_files(out_dir, previous[-1])
     if not args.no_plot:
-        os.makedirs(args.out, exist_ok=True)
-        plot = os.path.join(args.out, COMPARISON_PLOT if several else SUITE_PLOT)
+        os.makedirs(out_dir, exist_ok=True)
+        plot = os.path.join(out_dir, COMPARISON_PLOT if several else SUITE_PLOT)
         plot_suite(reports, plot)
         print(f"Wrote {plot}")
     return 0

@@ -1,4 +1,4 @@
-"""`distill federated --config FILE [--compare] [--key value ...]`: federated distillation on Flower.
+"""`distill federated --config FILE [--compare] [--KEY VALUE ...]`: federated distillation on Flower.
 
 The YAML is a `distill train` config (the local step every selected device runs) plus a ``federated:`` section
 (:class:`~distill.federated.config.FederatedConfig`). Flags override either: ``--num_rounds 5`` sets a federated
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from ..cli import BoolAction
 from ..outputs import FL_COMPARE_FILENAME, FL_COMPARE_PLOT
 
 NAME = "federated"
@@ -23,12 +24,14 @@ DESCRIPTION = HELP + """
 
 The config is a `distill train` YAML plus a `federated:` section (num_devices, devices_per_round, num_rounds,
 local_steps, partition, partition_alpha, partition_attribute, selection, activity_exponent, setting, storage,
-central_dp, ...). Flags override keys of either part: --num_rounds 5 --learning_rate 1e-3.
+central_dp, ...). Flags override keys of either part: --num_rounds 5 --learning_rate 1e-3 (dashes or
+underscores: --num-rounds; a bare boolean --central_dp means true, --central_dp false sets it).
 --compare runs uniform vs activity selection x static vs continual setting and writes one table and one plot.
 Writes OUTPUT_DIR/fl_report.json, fl_rounds.png, the final global student and its model card.
 --superlink HOST:PORT submits the same job to a running deployment (flwr run; TLS verified with
 --root-certificates; the ServerApp writes OUTPUT_DIR on the SuperLink's machine), see docs/federated.md."""
 ACCEPTS_EXTRA = True
+USAGE = "distill federated --config FILE [--config FILE ...] [--compare] [--KEY VALUE ...]"
 
 COMPARE_RUNS = (("uniform", "static"), ("activity", "static"), ("uniform", "continual"), ("activity", "continual"))
 
@@ -37,7 +40,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--config", required=True, action="append",
                         help="YAML: distill train keys + a federated: section. Give it several times to merge files "
                              "in order (a later file wins key by key).")
-    parser.add_argument("--compare", action="store_true",
+    parser.add_argument("--compare", action=BoolAction,
                         help="Run uniform/activity selection x static/continual setting; one table and plot.")
     parser.add_argument("--superlink", default=None, metavar="HOST:PORT",
                         help="Run on an existing Flower deployment (its SuperLink's address) instead of the "

@@ -11,12 +11,13 @@ def add_arguments(parser) -> None:
 
     d = TinyTeacherSpec()
     parser.add_argument("--output_dir", required=True, help="Where to save the teacher (must be new or empty).")
-    parser.add_argument("--n_layer", type=int, default=d.n_layer)
-    parser.add_argument("--n_embd", type=int, default=d.n_embd)
-    parser.add_argument("--n_head", type=int, default=d.n_head)
+    parser.add_argument("--n_layer", type=int, default=d.n_layer, help=f"Transformer blocks (default {d.n_layer}).")
+    parser.add_argument("--n_embd", type=int, default=d.n_embd, help=f"Hidden width (default {d.n_embd}).")
+    parser.add_argument("--n_head", type=int, default=d.n_head,
+                        help=f"Attention heads; must divide --n_embd (default {d.n_head}).")
     parser.add_argument("--steps", type=int, default=d.steps, help="Training steps on the builtin:tiny corpus.")
     parser.add_argument("--dataset", default=d.dataset, help="builtin:NAME corpus to train on.")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed, help="Seed of initialisation and training data order.")
 
 
 def run(args, extra) -> int:

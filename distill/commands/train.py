@@ -6,6 +6,7 @@ NAME = "train"
 HELP = "Distil a teacher into a student (config keys from YAML, overridden by --key value flags)."
 ADD_HELP = False  # the full key list comes from the config parser
 ACCEPTS_EXTRA = True
+USAGE = "distill train --config FILE [--config FILE ...] [--KEY VALUE ...] (every key: distill train --help)"
 
 
 def add_arguments(parser) -> None:
@@ -40,9 +41,9 @@ def format_train_help() -> str:
     rest.sort(key=lambda n: n not in redeclared)  # the keys with a declared range first
     return format_help(
         DistillationConfig, prog="distill train",
-        usage="distill train --config FILE [--config FILE ...] [--key value ...]",
+        usage="distill train --config FILE [--config FILE ...] [--KEY VALUE ...]",
         description="Distil a teacher into a student. Keys come from the YAML file(s) given with --config (merged "
                     "in order, a later file wins) and are overridden by --key value flags (dashes or underscores: "
-                    "--max-steps = --max_steps).",
+                    "--max-steps = --max_steps). Boolean keys: a bare --flag means true; --flag true|false.",
         groups=[("fair-distill keys (teacher, student, loss, data, CRR, DP, fairness)", own),
                 ("transformers.TrainingArguments keys", rest)])

@@ -7,6 +7,13 @@ rendered with :meth:`~huggingface_hub.ModelCard.from_template` from ``modelcard_
 
 The card says only what the directory's files show (:mod:`distill.hub.run_info`): without ``privacy.json``
 and ``dp_enabled`` it says DP was off; without fairness results it says none were computed and how to compute them.
+It names the KD divergence the run used (``kd_loss`` with its β / α), says when the targets came from a teacher
+cache, and has compute (from the run's records), out-of-scope-use and citation sections; with ``fl_report.json``
+it carries the federated section (:mod:`distill.hub.federated_section`).
+
+A card fair-distill wrote carries :data:`GENERATED_MARKER`; :func:`refresh_model_card` rewrites such a card (and
+only such a card) from the files on disk, which `distill evaluate` and `distill push` do so that the card follows
+the evaluation. A README.md someone else wrote is kept unless they ask (``distill card --force``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .. import __version__
 from ..outputs import CARD_FILENAME, DISPARITY_PLOT, PER_PROFESSION_FILENAME
+from .federated_section import card_section as federated_card_section
 from .run_info import FAIRNESS_METRICS, RunInfo, is_hub_id, read_run
 
 logger = logging.getLogger(__name__)
@@ -200,7 +208,97 @@ def _family_values(fairness: dict[str, Any] | None) -> list[tuple[str, str, str,
     return out
 
 
-def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dict[str, Any]:
+#: kd_loss -> the KD term as the card writes it (``{beta}`` / ``{alpha}``: the run's kd_beta / kd_skew_alpha).
+KD_TERMS = {
+    "forward_kl": "KL(teacher‖student) (forward KL)",
+    "reverse_kl": "KL(student‖teacher) (reverse KL)",
+    "jsd": "JSD_β(teacher, student), the generalized Jensen-Shannon divergence of TRL's GKD with β = {beta}",
+    "tvd": "TVD(teacher, student) (total variation distance)",
+    "skew_forward_kl": "KL(teacher‖α·teacher + (1 − α)·student) (skew forward KL) with α = {alpha}",
+    "skew_reverse_kl": "KL(student‖α·student + (1 − α)·teacher) (skew reverse KL) with α = {alpha}",
+}
+
+
+def kd_term(cfg: dict[str, Any]) -> str:
+    """The KD divergence of the run, as the card's loss line writes it."""
+    name = cfg.get("kd_loss")
+    if name is None:
+        return "D(teacher, student), a divergence this run did not record (`kd_loss` unknown)"
+    term = KD_TERMS.get(str(name))
+    if term is None:
+        return f"`{name}`(teacher, student)"
+    return term.format(beta=_fmt(cfg.get("kd_beta")), alpha=_fmt(cfg.get("kd_skew_alpha")))
+
+
+def teacher_targets(info: RunInfo) -> str | None:
+    """Where the KD targets came from: a teacher cache (with its k) or a live teacher forward; None if unknown."""
+    cfg = info.config
+    if "teacher_cache" not in cfg:
+        return None
+    cache = cfg.get("teacher_cache")
+    if not cache:
+        return "computed by a forward pass of the teacher at every training step"
+    k = cfg.get("teacher_cache_top_k")
+    manifest = _read_manifest(str(cache))
+    k = manifest.get("top_k", k) if isinstance(manifest, dict) else k
+    dtype = (manifest or {}).get("dtype") or cfg.get("teacher_cache_dtype")
+    return ("read from a teacher cache written by `distill cache-teacher` (no teacher forward during training): "
+            f"per position the teacher's top-{_fmt(k) if k else 'k (k not recorded)'} log-probabilities"
+            + (f" in {dtype}" if dtype else "") + " and the remaining tail mass, so the KD term is computed on "
+            "those k + 1 buckets")
+
+
+def _read_manifest(cache_dir: str) -> dict | None:
+    import json
+
+    from ..outputs import TEACHER_CACHE_MANIFEST
+
+    path = os.path.join(cache_dir, TEACHER_CACHE_MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def compute_rows(info: RunInfo) -> list[tuple[str, str]]:
+    """Hardware and time of the run, from what its records hold (``not recorded`` otherwise)."""
+    cfg, c = info.config, info.compute
+    unknown = "not recorded"
+    if c.get("hardware"):
+        hardware = str(c["hardware"])
+    elif cfg.get("use_cpu") is True:
+        hardware = "CPU"
+    else:
+        hardware = unknown
+    precision = "bf16" if cfg.get("bf16") else "fp16" if cfg.get("fp16") else None
+    rows = [("hardware", hardware),
+            ("devices (processes)", _fmt(c["num_devices"]) if c.get("num_devices") else unknown),
+            ("training time", _duration(c["train_runtime"]) if c.get("train_runtime") is not None else unknown),
+            ("optimizer steps", _fmt(info.global_step) if info.global_step is not None else unknown)]
+    if c.get("total_flos"):
+        rows.append(("floating-point operations (Trainer estimate)", f"{float(c['total_flos']):.3g}"))
+    if c.get("num_input_tokens_seen"):
+        rows.append(("training tokens seen", f"{int(c['num_input_tokens_seen']):,}"))
+    if c.get("train_samples_per_second"):
+        rows.append(("samples per second", _fmt(c["train_samples_per_second"])))
+    if precision:
+        rows.append(("mixed precision", precision))
+    return rows
+
+
+def template_context(info: RunInfo, model_name: str, repo_id: str | None,
+                     publication: dict | None = None) -> dict[str, Any]:
     cfg, mc = info.config, info.model_config
     _, _, data_desc = _dataset(info)
     n_layer = mc.get("n_layer", mc.get("num_hidden_layers"))
@@ -244,6 +342,11 @@ def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dic
         "alpha_kd": _fmt(cfg.get("alpha_kd")),
         "alpha_lm": _fmt(cfg.get("alpha_lm")),
         "alpha_cos": _fmt(cfg.get("alpha_cos")),
+        "kd_term": kd_term(cfg),
+        "teacher_targets": teacher_targets(info),
+        "compute_rows": compute_rows(info),
+        "federated_section": info.federated_section,
+        "publication": publication,
         "data_desc": data_desc,
         "training": training,
         "crr_on": crr_on,
@@ -271,14 +374,23 @@ def template_context(info: RunInfo, model_name: str, repo_id: str | None) -> dic
     }
 
 
-def build_model_card(model_dir: str, repo_id: str | None = None) -> ModelCard:
-    """The model card of a trained model directory (nothing is written)."""
+def build_model_card(model_dir: str, repo_id: str | None = None, publication: dict | None = None) -> ModelCard:
+    """The model card of a trained model directory (nothing is written).
+
+    ``publication`` (from `distill push` of a DP model): ``{"left_out": [...], "included": [...]}``, the files
+    outside ε that the push left out or uploaded, which the privacy section then names."""
     info = read_run(model_dir)
+    if info.fl_report is not None:
+        try:
+            info.federated_section = federated_card_section(info.fl_report)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            logger.warning("Leaving the federated section out of the card: fl_report.json is incomplete (%s).", exc)
     model_name = (repo_id or info.config.get("hub_model_id")
                   or os.path.basename(os.path.abspath(model_dir))).split("/")[-1]
     data = card_data(info, model_name)
     card = ModelCard.from_template(data, template_path=str(TEMPLATE_PATH),
-                                   **template_context(info, model_name, repo_id or info.config.get("hub_model_id")))
+                                   **template_context(info, model_name, repo_id or info.config.get("hub_model_id"),
+                                                      publication))
     card.text = re.sub(r"\n{3,}", "\n\n", card.text)  # blank lines left by the template's optional blocks
     return card
 
@@ -290,6 +402,21 @@ def is_generated_card(path: str) -> bool:
             return GENERATED_MARKER in fh.read()
     except OSError:
         return False
+
+
+def refresh_model_card(model_dir: str, repo_id: str | None = None) -> str | None:
+    """Rewrite ``model_dir/README.md`` from the files on disk when fair-distill wrote it (it carries
+    :data:`GENERATED_MARKER`), or write it when a fair-distill run (``distill_config.yaml``) has none; a README.md
+    someone else wrote is kept, silently. Returns the path written, or None."""
+    from ..outputs import CONFIG_FILENAME
+
+    path = os.path.join(model_dir, CARD_FILENAME)
+    if os.path.exists(path):
+        if not is_generated_card(path):
+            return None
+    elif not os.path.isfile(os.path.join(model_dir, CONFIG_FILENAME)):
+        return None
+    return write_model_card(model_dir, repo_id=repo_id, overwrite=True)
 
 
 def write_model_card(model_dir: str, repo_id: str | None = None, overwrite: bool | None = None) -> str | None:

@@ -3,11 +3,20 @@
 Only the files a model repo needs are uploaded — weights (safetensors), config, tokenizer, the model card and
 the fairness / privacy reports — never checkpoints, optimizer or RNG states, or ``training_args.bin``.
 
+The card follows the files on disk: when the directory has no model card, or one fair-distill wrote (it carries
+:data:`~distill.hub.card.GENERATED_MARKER`), the card is rebuilt (fairness, privacy and federated sections
+included); a README.md someone else wrote is uploaded as it is.
+
+Under DP, the files that hold values outside ε (:data:`UNPROTECTED_FILES`: ``trainer_state.json`` and the
+Trainer's metrics files, which :mod:`distill.privacy.disclosure` lists as not covered: training losses and
+held-out metrics computed on private records without noise) are left out unless ``include_unprotected``; the
+rebuilt card says which happened.
+
 Failure is safe: the directory is validated and the offline mode / token are checked before anything else;
 any problem is one :class:`~distill.errors.DistillError` (the CLI exits with code 2), and the directory is left
-byte-identical. When the directory has no model card, the card is generated into a staging directory (links to
-the files to upload, plus ``README.md``) that is uploaded instead; only once the upload succeeded is the card
-also written into the directory, so that it matches the repo.
+byte-identical. A rebuilt card is written into a staging directory (links to the files to upload, plus
+``README.md``) that is uploaded instead; only once the upload succeeded is the card also written into the
+directory, so that it matches the repo.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from ..errors import DistillError, UnsafeWeightsError
 from ..model_loading import check_safe_weights
 from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PER_PROFESSION_FILENAME,
                        PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME, TRAINING_ARGS_FILENAME)
-from .card import build_model_card, write_model_card
+from .card import build_model_card, is_generated_card, write_model_card
+from .run_info import TRAIN_RESULTS_FILENAME, read_run
 
 try:  # the HTTP client's base error (connection refused, timeouts, ...)
     from huggingface_hub.errors import HTTPError as _HTTPError
@@ -39,10 +49,16 @@ MODEL_FILES = [MODEL_CONFIG_FILENAME, "generation_config.json", "*.safetensors",
 PICKLE_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"]
-REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, "train_results.json", "eval_results.json",
+REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, TRAIN_RESULTS_FILENAME, "eval_results.json",
                 TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME]
 #: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
 NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", TRAINING_ARGS_FILENAME, ".*"]
+
+#: Under DP, left out of a push unless asked for: the files holding values outside ε (see
+#: distill.privacy.disclosure.OUTSIDE_EPSILON: logged training losses, held-out metrics, trainer_state.json and the
+#: training logs that hold them).
+UNPROTECTED_FILES = [TRAINER_STATE_FILENAME, RESULTS_FILENAME, TRAIN_RESULTS_FILENAME, "eval_results.json", "*.log",
+                     "events.out.tfevents*"]
 
 _OFF_VALUES = ("", "0", "false", "no", "off")
 
@@ -113,20 +129,41 @@ def _reason(exc: Exception) -> str:
     return f"{first}.{hint}"
 
 
+def unprotected_files(files: list[str]) -> list[str]:
+    """Those of ``files`` that hold values outside a DP run's ε (:data:`UNPROTECTED_FILES`)."""
+    return list(filter_repo_objects(files, allow_patterns=UNPROTECTED_FILES))
+
+
 def push_model(model_dir: str, repo_id: str, *, private: bool | None = None, revision: str | None = None,
-               commit_message: str | None = None, token: str | None = None, allow_pickle: bool = False):
+               commit_message: str | None = None, token: str | None = None, allow_pickle: bool = False,
+               include_unprotected: bool = False):
     """Upload ``model_dir`` to ``repo_id`` on the Hub; returns the ``CommitInfo`` of the upload.
 
-    Creates the repo (``exist_ok``) and the branch ``revision`` when needed, writes the model card first when
-    the directory has none, and uploads :func:`select_upload_files` only.
+    Creates the repo (``exist_ok``) and the branch ``revision`` when needed, refreshes the model card when the
+    directory has none or one fair-distill wrote, and uploads :func:`select_upload_files` only (under DP without
+    :data:`UNPROTECTED_FILES` unless ``include_unprotected``).
     """
     validate_model_dir(model_dir, allow_pickle=allow_pickle)
     token = check_can_push(repo_id, token)
     files = select_upload_files(model_dir, allow_pickle=allow_pickle)
+    publication = None
+    if read_run(model_dir).dp_enabled:
+        unprotected = unprotected_files(files)
+        if include_unprotected:
+            publication = {"left_out": [], "included": unprotected}
+        else:
+            publication = {"left_out": unprotected, "included": []}
+            files = [f for f in files if f not in unprotected]
+        if unprotected and include_unprotected:
+            logger.warning("DP run: uploading %s, which hold values outside epsilon.", ", ".join(unprotected))
+        elif unprotected:
+            logger.warning("DP run: leaving out %s, which hold values outside epsilon (pass --include-unprotected "
+                           "to upload them).", ", ".join(unprotected))
     card = None
-    if not os.path.exists(os.path.join(model_dir, CARD_FILENAME)):
-        card = build_model_card(model_dir, repo_id=repo_id)
-        files = sorted(files + [CARD_FILENAME])
+    card_path = os.path.join(model_dir, CARD_FILENAME)
+    if not os.path.exists(card_path) or is_generated_card(card_path):
+        card = build_model_card(model_dir, repo_id=repo_id, publication=publication)
+        files = sorted(set(files) | {CARD_FILENAME})
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="distill-push-") as stage:
         folder = model_dir
@@ -155,7 +192,9 @@ def push_model(model_dir: str, repo_id: str, *, private: bool | None = None, rev
             raise DistillError(f"Push to '{repo_id}' failed: {_reason(exc)} {model_dir} was not changed.") from None
         if card is not None:  # the pushed card, kept next to the model (a failure here loses nothing remote)
             try:
-                shutil.copyfile(os.path.join(stage, CARD_FILENAME), os.path.join(model_dir, CARD_FILENAME))
+                tmp = os.path.join(model_dir, f".README-{os.getpid()}.md.tmp")
+                shutil.copyfile(os.path.join(stage, CARD_FILENAME), tmp)
+                os.replace(tmp, card_path)
             except OSError as exc:
                 logger.warning("Pushed, but could not save the model card into %s: %s", model_dir, exc)
     logger.info("Pushed %d files from %s to %s", len(files), model_dir, full_id)

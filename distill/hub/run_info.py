@@ -7,7 +7,10 @@ right after training, after ``distill evaluate`` added a fairness report, or bef
   that describe the run), ``config.json`` (the student architecture),
   ``*.safetensors`` headers (parameter count),
 * ``all_results.json`` / ``trainer_state.json`` (``eval_perplexity``, ``fairness/*`` and ``dp/*`` log entries),
-* ``fairness.json`` (``distill evaluate``) and ``privacy.json`` (DP-SGD accounting).
+* ``fairness.json`` (``distill evaluate``) and ``privacy.json`` (DP-SGD accounting),
+* ``fl_report.json`` (a federated run: the card's federated section),
+* compute: ``train_runtime``, ``total_flos``, tokens seen from ``trainer_state.json`` / ``train_results.json`` /
+  ``all_results.json``; hardware and device count only where a record names them (else "not recorded").
 
 Missing files are normal: each reader returns ``None`` or an empty dict and the card says what was not measured.
 So are missing config keys (a run saved by an older version recorded only the keys that differed from the
@@ -27,8 +30,14 @@ from typing import Any
 
 import yaml
 
-from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PRIVACY_FILENAME,
-                       RESULTS_FILENAME, TRAINER_STATE_FILENAME)
+from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, FL_REPORT_FILENAME, MODEL_CONFIG_FILENAME,
+                       PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME)
+
+#: The Trainer's file of training metrics (``trainer.save_metrics("train", ...)``).
+TRAIN_RESULTS_FILENAME = "train_results.json"
+#: Keys of the compute record, looked up in the results files and the last log entries.
+COMPUTE_KEYS = ("train_runtime", "total_flos", "num_input_tokens_seen", "train_samples_per_second", "hardware",
+                "num_devices", "num_processes", "world_size")
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +147,9 @@ class RunInfo:
     dp_logged: dict[str, float] = field(default_factory=dict)  # dp/* from the training logs
     global_step: int | None = None
     files: list[str] = field(default_factory=list)
+    compute: dict[str, Any] = field(default_factory=dict)  # train_runtime, total_flos, hardware, num_devices ...
+    fl_report: dict[str, Any] | None = None  # fl_report.json of a federated run
+    federated_section: str | None = None  # its markdown, set by the card builder
 
     # ---- derived facts ----------------------------------------------------------------------------
     @property
@@ -198,6 +210,22 @@ class RunInfo:
         return None
 
 
+def read_compute(history: list[dict], *results: Any) -> dict[str, Any]:
+    """What the run recorded about its compute: the results files first, then the latest log entries."""
+    out: dict[str, Any] = {}
+    for source in (*results, *reversed(history)):
+        if not isinstance(source, dict):
+            continue
+        for key in COMPUTE_KEYS:
+            value = source.get(key)
+            if key not in out and value is not None and (isinstance(value, str) or _finite(value) is not None):
+                out[key] = value
+    for alias in ("num_processes", "world_size"):
+        if "num_devices" not in out and alias in out:
+            out["num_devices"] = out[alias]
+    return out
+
+
 def read_run(model_dir: str) -> RunInfo:
     """Collect :class:`RunInfo` from the files of ``model_dir``."""
     results = _read_json(os.path.join(model_dir, RESULTS_FILENAME)) or {}
@@ -212,6 +240,8 @@ def read_run(model_dir: str) -> RunInfo:
     dp_logged, _ = last_logged(history, re.compile(r"(?:eval_)?dp/(.+)"))
     fairness = _read_json(os.path.join(model_dir, FAIRNESS_FILENAME))
     privacy = _read_json(os.path.join(model_dir, PRIVACY_FILENAME))
+    fl_report = _read_json(os.path.join(model_dir, FL_REPORT_FILENAME))
+    train_results = _read_json(os.path.join(model_dir, TRAIN_RESULTS_FILENAME))
     return RunInfo(
         model_dir=model_dir,
         config=training_config(model_dir),
@@ -226,4 +256,6 @@ def read_run(model_dir: str) -> RunInfo:
         dp_logged=dp_logged,
         global_step=state.get("global_step") if isinstance(state, dict) else None,
         files=sorted(os.listdir(model_dir)),
+        compute=read_compute(history, results, train_results),
+        fl_report=fl_report if isinstance(fl_report, dict) else None,
     )
