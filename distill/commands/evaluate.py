@@ -19,14 +19,16 @@ metrics), and with the generation suite DIR/per_profession.csv, DIR/disparity.pn
 
 
 def add_arguments(parser) -> None:
+    from ..cli import number
+
     parser.add_argument("--model", required=True, nargs="+", action="extend",
                         help="Hub name, local directory, or builtin:tiny-gpt2; repeat (or list) to compare models.")
     parser.add_argument("--suite", default="generation", choices=["generation", "intrinsic", "downstream", "all"],
                         help="Metric families to run (default: generation).")
-    parser.add_argument("--ceat-samples", type=int, default=1000, help="CEAT samples (random contexts per word).")
+    parser.add_argument("--ceat-samples", type=number(int, min=1), default=1000, help="CEAT samples (random contexts per word).")
     parser.add_argument("--ceat-tests", default="career_family,math_arts,science_arts,occupations",
                         help="Comma-separated CEAT tests: career_family, math_arts, science_arts, occupations.")
-    parser.add_argument("--layer", type=int, default=-1,
+    parser.add_argument("--layer", type=number(int), default=-1,
                         help="Hidden layer for CEAT (0 = embeddings, -1 = last, the default).")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer (default: the model's).")
     parser.add_argument("--prompts", default="builtin", help="builtin | bold:FILE | FILE.txt | FILE.jsonl.")
@@ -34,16 +36,18 @@ def add_arguments(parser) -> None:
                         help="Comma-separated subset of the builtin occupations (e.g. 'nurse,plumber').")
     parser.add_argument("--metrics", default="cooccurrence,parity,sentiment",
                         help="Comma-separated subset of cooccurrence, parity, sentiment.")
-    parser.add_argument("--num-samples", type=int, default=1, help="Continuations sampled per prompt.")
-    parser.add_argument("--max-new-tokens", type=int, default=20)
-    parser.add_argument("--max-prompts-per-group", type=int, default=None,
+    parser.add_argument("--num-samples", type=number(int, min=1), default=1, help="Continuations sampled per prompt.")
+    parser.add_argument("--max-new-tokens", type=number(int, min=1), default=20)
+    parser.add_argument("--max-prompts-per-group", type=number(int, min=1), default=None,
                         help="At most N prompts per group (profession / BOLD group) and subject gender.")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=number(int, min=1), default=16)
     parser.add_argument("--greedy", action="store_true", help="Greedy decoding instead of sampling.")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0, help="0 = no top-k filtering.")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=number(float, min=0, min_open=True), default=1.0,
+                        help="Sampling temperature (> 0).")
+    parser.add_argument("--top-k", type=number(int, min=0), default=0, help="0 = no top-k filtering.")
+    parser.add_argument("--top-p", type=number(float, min=0, min_open=True, max=1), default=1.0,
+                        help="Nucleus sampling mass, in (0, 1].")
+    parser.add_argument("--seed", type=number(int, min=0), default=0)
     parser.add_argument("--classifier", default=None,
                         help="Optional HF text-classification model (regard / toxicity) applied to generations.")
     parser.add_argument("--out", default="fairness_report",
