@@ -87,6 +87,10 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
     if args.push_to_hub:  # fail before training, not after it: offline, no token, bad repo id
         check_can_push(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)), args.hub_token)
     resume = resolve_resume(args)
+    if args.teacher_cache:  # a deleted or truncated shard: refused before the teacher and the data are loaded
+        from .teacher_cache import verify_teacher_cache
+
+        verify_teacher_cache(args.teacher_cache)
     trainer = build_trainer(args, texts=texts, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
