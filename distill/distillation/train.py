@@ -81,8 +81,39 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
     return trainer
 
 
+def _new_dirs(path: str) -> list[str]:
+    """``path`` and those of its ancestors that do not exist yet, deepest first."""
+    out, p = [], os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        out.append(p)
+        p = os.path.dirname(p)
+    return out
+
+
+def _remove_empty(dirs: list[str]) -> None:
+    """Remove the directories a refused run created, if they are still empty (nothing of value is touched)."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+
+
 def run_training(args: DistillationConfig, texts: list[str] | None = None, callbacks=None):
-    """Train end to end: returns the trainer after saving the student to ``args.output_dir``."""
+    """Train end to end: returns the trainer after saving the student to ``args.output_dir``.
+
+    A run refused before it writes anything (DP settings, a cache mismatch, a model that does not load...) leaves
+    no empty ``output_dir`` behind: directories it created are removed while still empty.
+    """
+    created = _new_dirs(args.output_dir)
+    try:
+        return _run_training(args, texts, callbacks)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _run_training(args: DistillationConfig, texts: list[str] | None, callbacks):
     check_output_dir(args)
     if args.push_to_hub:  # fail before training, not after it: offline, no token, bad repo id
         check_can_push(args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir)), args.hub_token)
