@@ -57,18 +57,16 @@ def check_local_path(name_or_path: str, what: str = "model") -> None:
                            "and the weights.")
 
 
-_OFF_VALUES = ("", "0", "false", "no", "off")
-
-
 def hub_offline_variable() -> str | None:
-    """The environment variable that puts the Hub in offline mode (``HF_HUB_OFFLINE``, else
-    ``TRANSFORMERS_OFFLINE``, read the way ``huggingface_hub`` reads them, at call time), or None when online."""
+    """The environment variable that puts the Hub in offline mode, or None when online: read at call time the
+    way ``huggingface_hub.constants.HF_HUB_OFFLINE`` is read at import (``HF_HUB_OFFLINE``, or when that is unset
+    ``TRANSFORMERS_OFFLINE``; true is 1/ON/YES/TRUE), falling back to that constant (which tests may patch)."""
     from huggingface_hub import constants
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        value = os.environ.get(name)
-        if value is not None and value.strip() != "":  # huggingface_hub: the first one set decides
-            return name if value.strip().lower() not in _OFF_VALUES else None
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    value = os.environ.get(name)
+    if value:
+        return name if value.strip().upper() in ("1", "ON", "YES", "TRUE") else None
     return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
 
 

@@ -451,3 +451,41 @@ def test_refused_runs_leave_no_output_directory(tiny_args, tmp_path, settings, n
     with pytest.raises(DistillError, match=needle):
         run_training(args)
     assert not (tmp_path / "new").exists()
+
+
+def test_overwrite_removes_earlier_reports_and_the_card_reads_only_this_runs(tiny_args, tmp_path, caplog):
+    from distill.distillation.train import run_training
+    from distill.hub.run_info import read_run
+    from distill.outputs import RUN_ID_FILENAME, RUN_REPORT_FILES, read_run_id
+
+    out = tmp_path / "run"
+    args = tiny_args(output_dir=str(out), eval_strategy="no", validation_split_percentage=0)
+    run_training(args)
+    first = read_run_id(str(out))
+    assert first and len(first) == 32
+    stale = {"cooccurrence_bias_mean_abs": 0.987654, "run_id": "an-earlier-federated-run"}
+    for name in ("fairness.json", "fl_report.json", "privacy.json", "audit.json", "fl_rounds.png"):
+        (out / name).write_text(json.dumps(stale))
+    run_training(tiny_args(output_dir=str(out), eval_strategy="no", validation_split_percentage=0,
+                           overwrite_output_dir=True))
+    second = read_run_id(str(out))
+    assert second and second != first
+    left = set(os.listdir(out)) & set(RUN_REPORT_FILES)
+    assert left <= {RUN_ID_FILENAME, "all_results.json"}, left
+    assert "0.987654" not in (out / "README.md").read_text()
+    # a report of another run (or of no identified run) beside this run's files is not this run's
+    for body in (stale, {"cooccurrence_bias_mean_abs": 0.987654}):
+        (out / "fairness.json").write_text(json.dumps(body))
+        with caplog.at_level(logging.WARNING):
+            assert read_run(str(out)).fairness is None
+        assert "Ignoring" in caplog.text and "fairness.json" in caplog.text
+        caplog.clear()
+    (out / "fairness.json").write_text(json.dumps({**stale, "run_id": second}))
+    assert read_run(str(out)).fairness["cooccurrence_bias_mean_abs"] == 0.987654
+    # `distill evaluate` of the model directory stamps its run id: the card accepts that report
+    os.remove(out / "fairness.json")
+    assert cli_main(["evaluate", "--model", str(out), "--out", str(out), "--occupations", "nurse", "--quiet",
+                     "--greedy", "--no-plot", "--max-new-tokens", "2", "--max-prompts-per-group", "1",
+                     "--metrics", "cooccurrence"]) == 0
+    assert json.loads((out / "fairness.json").read_text())["run_id"] == second
+    assert read_run(str(out)).fairness is not None

@@ -100,6 +100,7 @@ def trained(tmp_path_factory, tiny_teacher_dir):
     FakeHfApi.fail_with = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "0")
+        mp.delenv("TRANSFORMERS_OFFLINE", raising=False)
         mp.setattr(constants, "HF_HUB_OFFLINE", False)
         mp.setattr(push_mod, "HfApi", FakeHfApi)
         mp.setattr(push_mod, "get_token", lambda: None)

@@ -82,7 +82,7 @@ def run(args, extra) -> int:
     from ..fairness.report import format_suite_details, format_suite_table, plot_suite
     from ..fairness.suite import evaluate_suite
     from ..model_loading import load_causal_lm, load_tokenizer
-    from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, remove_files
+    from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, read_run_id, remove_files
     from ..runtime import resolve_device
 
     several = len(args.model) > 1
@@ -124,7 +124,9 @@ def run(args, extra) -> int:
         if not state.is_main_process:  # the main process alone writes and prints
             continue
         remove_files(out, old)  # --overwrite: no file of the previous report survives next to this one
-        paths = write_report(report, out, plot=not args.no_plot)
+        # a report on a model directory carries that model's run id, so its model card accepts it
+        paths = write_report(report, out, plot=not args.no_plot,
+                             run_id=read_run_id(name) if os.path.isdir(name) else None)
         if report.get("per_profession"):
             print(format_table(report))
         details = format_suite_details(report)

@@ -13,7 +13,8 @@ from .data import prepare_datasets
 from ..errors import ConfigError
 from ..hub.push import check_can_push, publish_run
 from ..model_loading import load_tokenizer, resolve_builtin
-from ..outputs import RESULTS_FILENAME
+from ..outputs import (PRIVACY_FILENAME, RESULTS_FILENAME, RUN_ID_FILENAME, RUN_REPORT_FILES, new_run_id,
+                       read_run_id, remove_files, stamp_run_id, write_run_id)
 from ..outputs import check_output_dir as check_output_path
 from .parallel import check_parallel_engine
 
@@ -36,6 +37,19 @@ def check_output_dir(args: DistillationConfig) -> None:
             f"output_dir '{out}' already exists and is not empty; training would overwrite it.{hint} "
             "a new --output_dir, or pass --overwrite_output_dir true."
         )
+
+
+def _start_run_records(args: DistillationConfig, trainer, resume: str | None) -> str | None:
+    """On the main process: with ``overwrite_output_dir``, remove every report of an earlier run (so none is
+    read as this run's), then record this run's id (kept when resuming) in ``output_dir``."""
+    if not trainer.is_world_process_zero():
+        return None
+    out = args.output_dir
+    if args.overwrite_output_dir and not resume and os.path.isdir(out):
+        remove_files(out, RUN_REPORT_FILES)
+    run_id = (read_run_id(out) if resume else None) or new_run_id()
+    write_run_id(out, run_id)
+    return run_id
 
 
 def resolve_resume(args: DistillationConfig) -> str | None:
@@ -109,6 +123,8 @@ def run_training(args: DistillationConfig, texts: list[str] | None = None, callb
     try:
         return _run_training(args, texts, callbacks)
     except BaseException:
+        if created and os.path.isdir(created[0]) and os.listdir(created[0]) == [RUN_ID_FILENAME]:  # refused at the start of train()
+            os.remove(os.path.join(created[0], RUN_ID_FILENAME))
         _remove_empty(created)
         raise
 
@@ -123,6 +139,7 @@ def _run_training(args: DistillationConfig, texts: list[str] | None, callbacks):
 
         verify_teacher_cache(args.teacher_cache)
     trainer = build_trainer(args, texts=texts, callbacks=callbacks)
+    run_id = _start_run_records(args, trainer, resume)
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
@@ -133,6 +150,7 @@ def _run_training(args: DistillationConfig, texts: list[str] | None, callbacks):
 
         write_final_report(trainer, args.output_dir)
     if trainer.is_world_process_zero():
+        stamp_run_id(os.path.join(args.output_dir, PRIVACY_FILENAME), run_id)  # written by the DP callback
         trainer.save_state()
         with open(os.path.join(args.output_dir, RESULTS_FILENAME), "w") as fh:
             json.dump(metrics, fh, indent=2, sort_keys=True)

@@ -9,7 +9,7 @@ import os
 import tempfile
 from typing import Any
 
-from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME
+from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME, RUN_ID_KEY, read_run_id
 
 CARD_MARKER = "## Federated training"
 
@@ -48,8 +48,12 @@ def failures(history: list[dict]) -> list[dict]:
 
 
 def write_json(obj: Any, path: str) -> str:
+    """Write ``obj`` atomically; a dict is stamped with the run id recorded in the file's directory, if any."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    run_id = read_run_id(directory)
+    if run_id and isinstance(obj, dict):
+        obj = {**obj, RUN_ID_KEY: run_id}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -23,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import DistillError, UnsafeWeightsError
-from ..model_loading import check_safe_weights
+from ..model_loading import check_safe_weights, hub_offline_variable
 from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PER_PROFESSION_FILENAME,
                        PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME, TRAINING_ARGS_FILENAME)
 from .card import build_model_card, write_model_card
@@ -44,7 +44,6 @@ REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, "train_results
 #: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
 NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", TRAINING_ARGS_FILENAME, ".*"]
 
-_OFF_VALUES = ("", "0", "false", "no", "off")
 
 
 def select_upload_files(model_dir: str, allow_pickle: bool = False) -> list[str]:
@@ -79,11 +78,8 @@ def validate_model_dir(model_dir: str, allow_pickle: bool = False) -> list[str]:
 
 
 def is_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = any(os.environ.get(k, "").strip().lower() not in _OFF_VALUES
-              for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return env or constants.is_offline_mode()
+    """Offline mode, read as huggingface_hub reads it (:func:`distill.model_loading.hub_offline_variable`)."""
+    return hub_offline_variable() is not None
 
 
 def check_can_push(repo_id: str, token: str | None = None) -> str:
@@ -92,9 +88,10 @@ def check_can_push(repo_id: str, token: str | None = None) -> str:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
         raise DistillError(f"'{repo_id}' is not a valid Hub repo id ({exc}): use NAME or ORG/NAME.") from None
-    if is_offline():
-        raise DistillError("Cannot push: the Hub is unreachable in offline mode (HF_HUB_OFFLINE / "
-                           "TRANSFORMERS_OFFLINE is set). Unset it and run the push again.")
+    offline = hub_offline_variable()
+    if offline:
+        raise DistillError(f"Cannot push: the Hub is unreachable in offline mode ({offline} is set). Unset it and "
+                           "run the push again.")
     token = token or get_token()
     if not token:
         raise DistillError("Cannot push: no Hugging Face token. Run `hf auth login`, set HF_TOKEN, or pass --token "
