@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -76,6 +77,10 @@ def build_trainer(args: DistillationConfig, texts: list[str] | None = None, call
     from .trainer import DistillationTrainer
 
     check_parallel_engine(args)  # refuse an unsupported accelerate engine before preparing any data
+    if args.ddp_find_unused_parameters is None and args.world_size > 1:
+        # every student parameter takes part in the loss: DDP's search for unused ones only costs a graph walk a
+        # step and warns that it found none (set ddp_find_unused_parameters: true for a student that has some)
+        args.ddp_find_unused_parameters = False
     with args.main_process_first(desc="resolving builtin models"):
         resolve_builtin(args.teacher_model_name_or_path)  # rank 0 creates a builtin teacher, others wait
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.teacher_model_name_or_path,
@@ -144,15 +149,30 @@ def _run_training(args: DistillationConfig, texts: list[str] | None, callbacks):
     metrics = dict(result.metrics)
     if trainer.eval_dataset is not None:
         metrics.update(trainer.evaluate())
-    trainer.save_student(args.output_dir)  # student, tokenizer, distill_config.yaml: atomically, main process
-    if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
-        from ..fairness.callback import write_final_report  # evaluates its share; the main one writes
+    with _quiet_default_configs():
+        trainer.save_student(args.output_dir)  # student, tokenizer, distill_config.yaml: atomically, main process
+        if args.fairness_enabled:  # the final student's fairness report, for the model card: every process
+            from ..fairness.callback import write_final_report  # evaluates its share; the main one writes
 
-        write_final_report(trainer, args.output_dir)
-    if trainer.is_world_process_zero():
-        stamp_run_id(os.path.join(args.output_dir, PRIVACY_FILENAME), run_id)  # written by the DP callback
-        trainer.save_state()
-        with open(os.path.join(args.output_dir, RESULTS_FILENAME), "w") as fh:
-            json.dump(metrics, fh, indent=2, sort_keys=True)
-        publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
+            write_final_report(trainer, args.output_dir)
+        if trainer.is_world_process_zero():
+            stamp_run_id(os.path.join(args.output_dir, PRIVACY_FILENAME), run_id)  # written by the DP callback
+            trainer.save_state()
+            with open(os.path.join(args.output_dir, RESULTS_FILENAME), "w") as fh:
+                json.dump(metrics, fh, indent=2, sort_keys=True)
+            publish_run(args)  # keep last: the model card reads the files above; then push_to_hub
     return trainer
+
+
+@contextlib.contextmanager
+def _quiet_default_configs():
+    """Saving builds a default config to record which keys differ from their defaults; in a multi-process run
+    transformers warns, for that throw-away object, that "parallel_mode != DISTRIBUTED". The run's own config
+    was checked at start-up, so that warning is noise here."""
+    ta_logger = logging.getLogger("transformers.training_args")
+    level = ta_logger.level
+    ta_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        ta_logger.setLevel(level)
