@@ -25,7 +25,8 @@ from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 from ..errors import DistillError, UnsafeWeightsError
 from ..model_loading import check_safe_weights, hub_offline_variable
 from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PER_PROFESSION_FILENAME,
-                       PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME, TRAINING_ARGS_FILENAME)
+                       PRIVACY_FILENAME, RESULTS_FILENAME, RUN_ID_FILENAME, TRAINER_STATE_FILENAME,
+                       TRAINING_ARGS_FILENAME)
 from .card import build_model_card, write_model_card
 
 try:  # the HTTP client's base error (connection refused, timeouts, ...)
@@ -40,7 +41,8 @@ PICKLE_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"]
 REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, "train_results.json", "eval_results.json",
-                TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME]
+                TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME,
+                RUN_ID_FILENAME]
 #: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
 NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", TRAINING_ARGS_FILENAME, ".*"]
 
