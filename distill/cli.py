@@ -131,6 +131,42 @@ class CommandParser(argparse.ArgumentParser):
         return f"--{dest.replace('_', '-')}" + ("" if value is None else f" {value}")
 
 
+class number:
+    """An argparse ``type=`` that parses an int or float and checks its declared range, e.g.
+    ``number(int, min=1)``, ``number(float, min=0, min_open=True, max=1)``; ``number(int)`` declares that any
+    integer is valid. Every numeric option of every command uses it (a test walks the parsers), so an
+    out-of-range value is one line naming the option before any work: ``argument --top-p: must be in (0, 1]``.
+    """
+
+    def __init__(self, kind: type = int, *, min: float | None = None, max: float | None = None,
+                 min_open: bool = False, max_open: bool = False):
+        if kind not in (int, float):
+            raise TypeError("number() parses int or float")
+        self.kind, self.min, self.max, self.min_open, self.max_open = kind, min, max, min_open, max_open
+        self.__name__ = kind.__name__  # argparse: "invalid int value: 'x'"
+
+    def describe(self) -> str:
+        """The range as text: ``[1, inf)``, ``(0, 1]``."""
+        lo = "-inf" if self.min is None else f"{self.min:g}"
+        hi = "inf" if self.max is None else f"{self.max:g}"
+        return (f"{'(' if self.min_open or self.min is None else '['}{lo}, {hi}"
+                f"{')' if self.max_open or self.max is None else ']'}")
+
+    def __repr__(self) -> str:
+        return f"number({self.kind.__name__}, {self.describe()})"
+
+    def __call__(self, text: str):
+        value = self.kind(text)  # ValueError -> argparse: "invalid int value: 'x'"
+        if self.kind is float and value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be a finite number (got {text})")
+        low_bad = self.min is not None and (value <= self.min if self.min_open else value < self.min)
+        high_bad = self.max is not None and (value >= self.max if self.max_open else value > self.max)
+        if low_bad or high_bad:
+            kind = "an integer" if self.kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {kind} in {self.describe()} (got {text})")
+        return value
+
+
 def config_option_style(dest: str, value) -> str:
     """How `distill train` takes config key ``dest``: ``--allow_pickle true``."""
     if value is None:

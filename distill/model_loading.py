@@ -38,6 +38,8 @@ def looks_like_path(name: str) -> bool:
 
     if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
         return True
+    if "/" in name and os.path.isdir(name.split("/")[0]):  # runs/nothere: under a local directory, not ORG/NAME
+        return True
     try:
         validate_repo_id(name)
     except HFValidationError:
@@ -55,11 +57,72 @@ def check_local_path(name_or_path: str, what: str = "model") -> None:
                            "and the weights.")
 
 
+def hub_offline_variable() -> str | None:
+    """The environment variable that puts the Hub in offline mode, or None when online: read at call time the
+    way ``huggingface_hub.constants.HF_HUB_OFFLINE`` is read at import (``HF_HUB_OFFLINE``, or when that is unset
+    ``TRANSFORMERS_OFFLINE``; true is 1/ON/YES/TRUE), falling back to that constant (which tests may patch)."""
+    from huggingface_hub import constants
+
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    value = os.environ.get(name)
+    if value:
+        return name if value.strip().upper() in ("1", "ON", "YES", "TRUE") else None
+    return "HF_HUB_OFFLINE" if constants.HF_HUB_OFFLINE else None
+
+
+_REACHABLE: dict[str, str | None] = {}
+
+
+def hub_unreachable_reason(timeout: float | None = None) -> str | None:
+    """Why the Hub cannot be reached (one quick HEAD request, remembered for the process), or None when it can.
+
+    The timeout is ``HF_HUB_ETAG_TIMEOUT`` capped at 5 s: a machine without network answers in seconds instead
+    of the retries of a full download.
+    """
+    from huggingface_hub import constants
+
+    endpoint = constants.ENDPOINT
+    if endpoint not in _REACHABLE:
+        from huggingface_hub.utils import get_session
+
+        try:
+            get_session().head(endpoint, timeout=timeout or min(5.0, float(constants.HF_HUB_ETAG_TIMEOUT)))
+            _REACHABLE[endpoint] = None
+        except Exception as exc:  # noqa: BLE001 - any transport error means unreachable
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _REACHABLE[endpoint] = f"{endpoint} did not answer: {first}"
+    return _REACHABLE[endpoint]
+
+
+def _from_pretrained(loader, what: str, name: str, path: str, **kwargs):
+    """``loader(path)`` from a local directory, the Hugging Face cache or the Hub, with one clear error.
+
+    A Hub id is loaded from the cache alone when the Hub is offline or unreachable (checked once, quickly),
+    so a machine without network fails in seconds with what was tried and why.
+    """
+    if os.path.isdir(path):
+        return loader(path, **kwargs)
+    offline = hub_offline_variable()
+    reason = None if offline else hub_unreachable_reason()
+    if offline or reason:
+        try:
+            return loader(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            why = (f"{offline} is set, so the Hub was not tried" if offline
+                   else f"the Hub could not be reached ({reason})")
+            raise DistillError(
+                f"Could not load {what} '{name}': it is not a local directory, it is not in the Hugging Face cache, "
+                f"and {why}. Pass a local directory, 'builtin:tiny-gpt2' for the offline tiny teacher, or "
+                + (f"unset {offline}." if offline else "check the network.")) from None
+    return loader(path, **kwargs)
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     path = resolve_builtin(name_or_path)
     check_local_path(path, "tokenizer")
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok = _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name_or_path, path,
+                               trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise DistillError(_not_found_message("tokenizer", name_or_path, exc)) from None
     if tok.pad_token is None:
@@ -102,8 +165,8 @@ def load_causal_lm(name_or_path: str, *, dtype: str | torch.dtype = "auto", trus
     else:
         torch_dtype = dtype
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
+        model = _from_pretrained(
+            AutoModelForCausalLM.from_pretrained, "model", name_or_path, path,
             dtype=torch_dtype,
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
@@ -117,13 +180,9 @@ def load_causal_lm(name_or_path: str, *, dtype: str | torch.dtype = "auto", trus
 
 
 def _not_found_message(what: str, name: str, exc: Exception) -> str:
+    """A load that failed although the directory exists, or the Hub answered: its first line, and what was tried."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    hint = (
-        " The Hub is unreachable (HF_HUB_OFFLINE is set): pass a local directory, or 'builtin:tiny-gpt2' for "
-        "the offline tiny teacher."
-        if offline or not os.path.exists(name) else ""
-    )
-    if not os.path.exists(name) and "/" in name:
-        hint = f" No local directory '{name}' exists either." + hint
-    return f"Could not load {what} '{name}': {first.rstrip('.')}.{hint}"
+    if os.path.isdir(name):
+        return f"Could not load {what} from the local directory '{name}': {first.rstrip('.')}."
+    return (f"Could not load {what} '{name}' from the Hub (no local directory '{name}' exists): {first.rstrip('.')}. "
+            "Check the name, or pass a local directory (or builtin:tiny-gpt2).")

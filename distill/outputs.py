@@ -30,6 +30,9 @@ TRAINING_ARGS_FILENAME = "training_args.bin"   # the Trainer's pickled arguments
 MODEL_CONFIG_FILENAME = "config.json"     # the model architecture (transformers' save_pretrained)
 AUDIT_FILENAME = "audit.json"             # `distill audit` report (default: inside the audited model directory)
 
+RUN_ID_FILENAME = "run_id"                # the run's id (uuid4), one line; stamped into every report it writes
+RUN_ID_KEY = "run_id"                     # the key of that id in each JSON report (fairness, privacy, fl_report)
+
 # ---- a checkpoint-N folder ---------------------------------------------------------------------------------
 CHECKPOINT_COMPLETE_MARKER = ".complete"        # written last: the checkpoint was saved whole
 PRIVACY_STATE_FILENAME = "privacy_state.json"   # the DP accountant's state, to continue the ε curve on resume
@@ -62,6 +65,53 @@ DEMO_PLOT = "demo.png"
 SWEEP_FILENAME = "sweep.json"              # `distill audit --sweep`
 SWEEP_PLOT = "sweep.png"
 CACHE_QUALITY_FILENAME = "cache_quality.json"  # scripts/cache_quality.py
+
+#: Every report file a run (or a later command on its directory) may leave in an output_dir: `distill train
+#: --overwrite_output_dir true` removes them all first, so no report of an earlier run survives next to the new one.
+RUN_REPORT_FILES = (FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, DISPARITY_PLOT, GENERATIONS_FILENAME, SUITE_PLOT,
+                    COMPARISON_PLOT, PRIVACY_FILENAME, RESULTS_FILENAME, AUDIT_FILENAME, FL_REPORT_FILENAME,
+                    FL_PLOT_FILENAME, FL_COMPARE_FILENAME, FL_COMPARE_PLOT, DEMO_REPORT_FILENAME, DEMO_PLOT,
+                    SWEEP_FILENAME, SWEEP_PLOT, CACHE_QUALITY_FILENAME, RUN_ID_FILENAME)
+
+
+def new_run_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def read_run_id(directory: str) -> str | None:
+    """The run id recorded in ``directory`` (None when it has none: an older run, or not a run directory)."""
+    try:
+        with open(os.path.join(directory, RUN_ID_FILENAME), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_run_id(directory: str, run_id: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, RUN_ID_FILENAME)
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(run_id + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def stamp_run_id(path: str, run_id: str | None) -> None:
+    """Add ``run_id`` to the JSON object in ``path`` (atomically; nothing to do without a file or an id)."""
+    import json
+
+    if not run_id or not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fh:
+        body = json.load(fh)
+    if not isinstance(body, dict) or body.get(RUN_ID_KEY) == run_id:
+        return
+    body[RUN_ID_KEY] = run_id
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(body, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
 
 def _file_above(path: str) -> str | None:
     """The nearest existing ancestor of ``path`` when it is a file (so ``path`` cannot be created), else None."""

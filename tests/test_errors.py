@@ -286,3 +286,206 @@ def test_resume_skips_an_interrupted_checkpoint_and_refuses_a_finished_run(tiny_
     with pytest.raises(ConfigError, match="finished run"):
         run_training(resume)
     assert _digest(out) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# refused before any work: DeepSpeed, tiny-teacher sizes, numeric ranges, model names, refused runs
+# ---------------------------------------------------------------------------------------------------
+TINY_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "tiny.yaml")
+
+
+def test_deepspeed_settings_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    out = tmp_path / "run"
+    base = ["train", "--config", TINY_YAML, "--output_dir", str(out), "--deepspeed"]
+    _fails(capsys, base + ['{"zero_optimization":{"stage":3}}'], "ZeRO stage 3", "ZeRO stage 1 or 2")
+    _fails(capsys, base + ['{"zero_optimization":{"stage":7}}'], "unknown ZeRO stage (7)")
+    _fails(capsys, base + [str(tmp_path / "nothere.json")], "nothere.json", "neither a DeepSpeed JSON file")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    _fails(capsys, base + ['{"zero_optimization":{"stage":2}}'], "DeepSpeed is not installed", "pip install deepspeed")
+    assert not out.exists()
+
+
+def test_tiny_teacher_sizes_are_checked_first(tmp_path, capsys):
+    out = tmp_path / "t"
+    _fails(capsys, ["tiny-teacher", "--n_embd", "30", "--n_head", "4", "--output_dir", str(out)],
+           "--n_embd 30", "--n_head 4", "--n_embd 32")
+    with pytest.raises(SystemExit) as info:
+        cli_main(["tiny-teacher", "--n_layer", "0", "--output_dir", str(out)])
+    assert info.value.code == 2 and "--n_layer" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def _parse_error(capsys, parser, argv) -> str:
+    with pytest.raises(SystemExit) as info:
+        parser.parse_known_args(argv)
+    assert info.value.code == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+#: commands whose numeric options are declared with plain int/float in files outside this test's scope
+_RANGES_PENDING = {"audit", "demo"}
+
+
+@pytest.mark.parametrize("command", [c.replace("_", "-") for c in __import__("distill.cli").cli.COMMANDS])
+def test_every_numeric_option_has_a_range_and_refuses_values_outside_it(command, capsys):
+    from distill.cli import build_parser, number
+
+    parser, _ = build_parser()
+    sub = parser.command_parsers[command]
+    numeric = [a for a in sub._actions if a.type in (int, float) or isinstance(a.type, number)]
+    undeclared = [a.option_strings[0] for a in numeric if not isinstance(a.type, number)]
+    if undeclared and command in _RANGES_PENDING:
+        pytest.xfail(f"{command}: {undeclared} still use plain int/float")
+    assert not undeclared, f"{command}: give these options a range with distill.cli.number: {undeclared}"
+    for action in numeric:
+        kind = action.type
+        option = action.option_strings[0]
+        line = _parse_error(capsys, sub, [option, "abc"])
+        assert option in line and "invalid" in line
+        for bad in ([kind.min - 1, kind.min] if kind.min_open else [kind.min - 1]) if kind.min is not None else []:
+            line = _parse_error(capsys, sub, [option, str(kind.kind(bad))])
+            assert option in line and kind.describe() in line, line
+        if kind.max is not None:
+            line = _parse_error(capsys, sub, [option, str(kind.max * 5 + 1)])
+            assert option in line and kind.describe() in line, line
+        if kind.kind is float:
+            assert "finite" in _parse_error(capsys, sub, [option, "nan"])
+
+
+def test_evaluate_sampling_values_are_refused_before_loading(capsys):
+    # the model does not exist: the option error comes first
+    for argv, needle in ((["--ceat-samples", "0"], "--ceat-samples"), (["--temperature", "0"], "--temperature"),
+                         (["--top-p", "5"], "--top-p"), (["--top-p", "0"], "--top-p"), (["--top-k", "-1"], "--top-k"),
+                         (["--num-samples", "0"], "--num-samples"), (["--max-new-tokens", "0"], "--max-new-tokens")):
+        with pytest.raises(SystemExit):
+            cli_main(["evaluate", "--model", "./no/model"] + argv)
+        err = capsys.readouterr().err
+        assert needle in err and "does not exist" not in err, err
+        assert needle != "--ceat-samples" or "num_samples" not in err, err
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Online mode (no offline variable set) on a machine whose network does not answer."""
+    from huggingface_hub import constants
+    import huggingface_hub.utils
+
+    from distill import model_loading
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(model_loading, "_REACHABLE", {})
+    calls = []
+
+    class NoNetwork:
+        def head(self, url, timeout=None):
+            calls.append((url, timeout))
+            raise ConnectionError("simulated: no route to host")
+
+    monkeypatch.setattr(huggingface_hub.utils, "get_session", lambda: NoNetwork())
+    return calls
+
+
+def test_hub_names_without_network_say_what_was_tried(no_network, tmp_path, capsys, monkeypatch):
+    line = _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--out", str(tmp_path / "r")],
+                  "nobody-xyz/no-such-model", "not a local directory", "not in the Hugging Face cache",
+                  "could not be reached", "simulated: no route to host")
+    assert "HF_HUB_OFFLINE" not in line
+    assert len(no_network) == 1 and no_network[0][1] <= 5  # one quick check, not a retried download
+    # a name under an existing local directory is a local path that does not exist, at once
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    line = _fails(capsys, ["evaluate", "--model", "runs/nothere", "--out", str(tmp_path / "r")],
+                  "'runs/nothere' does not exist")
+    assert "HF_HUB_OFFLINE" not in line and "Hub could not" not in line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_offline_is_named_only_when_set(no_network, tmp_path, capsys, monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
+    _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--out", str(tmp_path / "r")],
+           f"{variable} is set", "not in the Hugging Face cache")
+    assert no_network == []  # offline: the Hub is not even tried
+
+
+def test_train_without_config_or_data_says_give_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    _fails(capsys, ["train", "--output_dir", str(out)], "give --config FILE")
+    assert not out.exists()
+
+
+def test_dp_checkpoint_without_privacy_state(tmp_path):
+    from types import SimpleNamespace
+
+    from distill.errors import ConfigError
+    from distill.outputs import PRIVACY_STATE_FILENAME
+    from distill.privacy.engine import DPSGDEngine
+
+    good = _fake_checkpoint(tmp_path / "dp", 2, marker=True)
+    with open(os.path.join(good, PRIVACY_STATE_FILENAME), "w") as fh:
+        json.dump({"history": []}, fh)
+    cut = _fake_checkpoint(tmp_path / "dp", 4)  # its save was cut before the privacy state
+    with pytest.raises(ConfigError, match="is incomplete: its privacy state") as info:
+        DPSGDEngine.load_resume_state(SimpleNamespace(), cut, str(tmp_path / "dp"))
+    assert "earlier complete checkpoint" in str(info.value) and "without dp_enabled" not in str(info.value)
+    alone = _fake_checkpoint(tmp_path / "plain", 2, marker=True)  # no sibling tells: both causes are named
+    with pytest.raises(ConfigError, match="cut short .* without DP"):
+        DPSGDEngine.load_resume_state(SimpleNamespace(), alone, str(tmp_path / "plain"))
+
+
+@pytest.mark.parametrize("settings,needle", [
+    (dict(dp_enabled=True, packing=False, dp_noise_multiplier=1.0, dp_delta=0.5), "1/N"),
+    (dict(teacher_cache="/no/such/cache", alpha_cos=0.0), "teacher_cache"),
+])
+def test_refused_runs_leave_no_output_directory(tiny_args, tmp_path, settings, needle):
+    from distill.distillation.train import run_training
+
+    args = tiny_args(output_dir=str(tmp_path / "new" / "run"), **settings)
+    with pytest.raises(DistillError, match=needle):
+        run_training(args)
+    assert not (tmp_path / "new").exists()
+
+
+def test_overwrite_removes_earlier_reports_and_the_card_reads_only_this_runs(tiny_args, tmp_path, caplog):
+    from distill.distillation.train import run_training
+    from distill.hub.run_info import read_run
+    from distill.outputs import RUN_ID_FILENAME, RUN_REPORT_FILES, read_run_id
+
+    out = tmp_path / "run"
+    args = tiny_args(output_dir=str(out), eval_strategy="no", validation_split_percentage=0)
+    run_training(args)
+    first = read_run_id(str(out))
+    assert first and len(first) == 32
+    stale = {"cooccurrence_bias_mean_abs": 0.987654, "run_id": "an-earlier-federated-run"}
+    for name in ("fairness.json", "fl_report.json", "privacy.json", "audit.json", "fl_rounds.png"):
+        (out / name).write_text(json.dumps(stale))
+    run_training(tiny_args(output_dir=str(out), eval_strategy="no", validation_split_percentage=0,
+                           overwrite_output_dir=True))
+    second = read_run_id(str(out))
+    assert second and second != first
+    left = set(os.listdir(out)) & set(RUN_REPORT_FILES)
+    assert left <= {RUN_ID_FILENAME, "all_results.json"}, left
+    assert "0.987654" not in (out / "README.md").read_text()
+    # a report of another run (or of no identified run) beside this run's files is not this run's
+    for body in (stale, {"cooccurrence_bias_mean_abs": 0.987654}):
+        (out / "fairness.json").write_text(json.dumps(body))
+        with caplog.at_level(logging.WARNING):
+            assert read_run(str(out)).fairness is None
+        assert "Ignoring" in caplog.text and "fairness.json" in caplog.text
+        caplog.clear()
+    (out / "fairness.json").write_text(json.dumps({**stale, "run_id": second}))
+    assert read_run(str(out)).fairness["cooccurrence_bias_mean_abs"] == 0.987654
+    # `distill evaluate` of the model directory stamps its run id: the card accepts that report
+    os.remove(out / "fairness.json")
+    assert cli_main(["evaluate", "--model", str(out), "--out", str(out), "--occupations", "nurse", "--quiet",
+                     "--greedy", "--no-plot", "--max-new-tokens", "2", "--max-prompts-per-group", "1",
+                     "--metrics", "cooccurrence"]) == 0
+    assert json.loads((out / "fairness.json").read_text())["run_id"] == second
+    assert read_run(str(out)).fairness is not None

@@ -14,6 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 from conftest import REPO
 from distill.cli import main as cli_main
+from distill.outputs import read_run_id
 from distill.distillation.config import DistillationConfig
 from distill.errors import DistillError
 from distill.hub import push as push_mod
@@ -100,6 +101,7 @@ def trained(tmp_path_factory, tiny_teacher_dir):
     FakeHfApi.fail_with = None
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "0")
+        mp.delenv("TRANSFORMERS_OFFLINE", raising=False)
         mp.setattr(constants, "HF_HUB_OFFLINE", False)
         mp.setattr(push_mod, "HfApi", FakeHfApi)
         mp.setattr(push_mod, "get_token", lambda: None)
@@ -188,8 +190,8 @@ def test_card_of_an_older_run_shows_unrecorded_keys_as_unknown(trained, tmp_path
 def test_card_reports_fairness_and_privacy_in_model_index(trained, tmp_path):
     model = _copy(trained[0], tmp_path)
     for name, payload in (("fairness.json", FAIRNESS), ("privacy.json", PRIVACY)):
-        with open(os.path.join(model, name), "w") as fh:
-            json.dump(payload, fh)
+        with open(os.path.join(model, name), "w") as fh:  # reports of this run carry its id
+            json.dump({**payload, "run_id": read_run_id(model)}, fh)
     open(os.path.join(model, "disparity.png"), "wb").write(b"\x89PNG\r\n\x1a\n")
     assert write_model_card(model) is not None  # replaces the card written by training
     card = ModelCard.load(os.path.join(model, "README.md"))
@@ -341,9 +343,9 @@ def test_push_uploads_model_tokenizer_card_and_reports_only(trained, tmp_path, f
     model = _copy(trained[0], tmp_path)
     os.remove(os.path.join(model, "README.md"))  # push regenerates a missing card before uploading
     with open(os.path.join(model, "fairness.json"), "w") as fh:
-        json.dump(FAIRNESS, fh)
+        json.dump({**FAIRNESS, "run_id": read_run_id(model)}, fh)
     with open(os.path.join(model, "privacy.json"), "w") as fh:
-        json.dump(PRIVACY, fh)
+        json.dump({**PRIVACY, "run_id": read_run_id(model)}, fh)
     for name, data in (("per_profession.csv", b"profession,parity\nnurse,0.1\n"), ("disparity.png", b"\x89PNG"),
                        ("optimizer.pt", b"x"), ("training_args.bin", b"x"), ("train.csv", b"secret,data\n"),
                        (".env", b"HF_TOKEN=x")):
@@ -357,7 +359,7 @@ def test_push_uploads_model_tokenizer_card_and_reports_only(trained, tmp_path, f
     files = set(upload["files"])
     expected = {"README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                 "tokenizer_config.json", "distill_config.yaml", "fairness.json", "per_profession.csv",
-                "disparity.png", "privacy.json"}
+                "disparity.png", "privacy.json", "run_id"}
     assert expected <= files
     assert not files & {"all_results.json", "trainer_state.json"}  # DP (privacy.json): outside epsilon
     assert not [f for f in files if "/" in f or f.startswith("checkpoint")]

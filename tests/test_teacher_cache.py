@@ -218,3 +218,57 @@ def test_cli_cache_then_dp_training_from_the_cache(tiny_args, tmp_path, tiny_tea
     assert os.path.isfile(tmp_path / "student" / "privacy.json")
     kd = [h["loss_kd"] for h in trainer.state.log_history if "loss_kd" in h]
     assert kd and all(torch.isfinite(torch.tensor(kd))) and min(kd) > 0
+
+
+def test_a_deleted_or_truncated_shard_is_refused_before_any_work(online_kd, tiny_args, tmp_path, monkeypatch,
+                                                                   capsys):
+    import json
+
+    from distill.cli import main as cli_main
+    from distill.distillation import train as train_mod
+
+    trainer = _twin(online_kd)
+    cache = str(tmp_path / "cache")
+    manifest = build_teacher_cache(trainer, cache, top_k=8, shard_size=2, progress=False)
+    assert len(manifest.shards) == manifest.num_shards >= 2
+    assert all(r["bytes"] == os.path.getsize(shard_path(cache, i)) and len(r["fingerprint"]) == 32
+               for i, r in enumerate(manifest.shards))
+    monkeypatch.setattr(train_mod, "build_trainer", mock.Mock(side_effect=AssertionError("work started")))
+    args = _args(tiny_args, teacher_cache=cache, output_dir=str(tmp_path / "student"))
+    one = shard_path(cache, 1)
+    data = open(one, "rb").read()
+    with open(one, "wb") as fh:  # truncated
+        fh.write(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="shard-00001.arrow is .* bytes but was .*cut short") as err:
+        run_training(args)
+    assert "rebuild with distill cache-teacher" in str(err.value) and "\n" not in str(err.value)
+    with open(one, "wb") as fh:  # same size, other bytes
+        fh.write(bytes(len(data)))
+    with pytest.raises(ConfigError, match="changed since it was built"):
+        run_training(args)
+    os.remove(shard_path(cache, 0))  # deleted
+    with pytest.raises(ConfigError, match="shard-00000.arrow is missing .*rebuild with distill cache-teacher"):
+        run_training(args)
+    assert cli_main(["train", "--teacher_model_name_or_path", args.teacher_model_name_or_path, "--dataset_name",
+                     "builtin:tiny", "--teacher_cache", cache, "--output_dir", args.output_dir]) == 2
+    err_lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(err_lines) == 1 and "distill train: error:" in err_lines[0] and "is missing" in err_lines[0]
+    assert not os.path.exists(args.output_dir)
+    # an older manifest (no shard sizes): existence is still checked, and an unreadable shard is one error
+    path = os.path.join(cache, "manifest.json")
+    raw = json.load(open(path))
+    raw.pop("shards")
+    json.dump(raw, open(path, "w"))
+    with pytest.raises(ConfigError, match="shard-00000.arrow is missing"):
+        run_training(args)
+    # the same cache-teacher command rebuilds the missing and damaged shards
+    trainer = _twin(online_kd)  # a fresh accelerator: the configs above reset accelerate's shared state
+    build_teacher_cache(trainer, cache, top_k=8, shard_size=2, progress=False)
+    TeacherCache(cache).check(trainer)
+    raw = json.load(open(path))
+    raw.pop("shards")
+    json.dump(raw, open(path, "w"))
+    with open(one, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="could not be read.*rebuild with distill cache-teacher"):
+        TeacherCache(cache)

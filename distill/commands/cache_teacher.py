@@ -19,10 +19,12 @@ USAGE = "distill cache-teacher --config FILE [--output_dir CACHE] [--batch_size 
 
 
 def add_arguments(parser) -> None:
+    from ..cli import number
+
     parser.add_argument("--config", default=None, help="The training config (YAML) whose teacher targets to cache.")
     parser.add_argument("--output_dir", default=None,
                         help="The cache directory (default: the config's teacher_cache).")
-    parser.add_argument("--batch_size", type=int, default=None,
+    parser.add_argument("--batch_size", type=number(int, min=1), default=None,
                         help="Rows per teacher forward (default: per_device_eval_batch_size).")
     parser.add_argument("--no_progress", action=BoolAction, help="No progress bar.")
 

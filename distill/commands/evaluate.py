@@ -23,14 +23,16 @@ with the results; a README.md you wrote is kept."""
 
 
 def add_arguments(parser) -> None:
+    from ..cli import number
+
     parser.add_argument("--model", required=True, nargs="+", action="extend",
                         help="Hub name, local directory, or builtin:tiny-gpt2; repeat (or list) to compare models.")
     parser.add_argument("--suite", default="generation", choices=["generation", "intrinsic", "downstream", "all"],
                         help="Metric families to run (default: generation).")
-    parser.add_argument("--ceat-samples", type=int, default=1000, help="CEAT samples (random contexts per word).")
+    parser.add_argument("--ceat-samples", type=number(int, min=1), default=1000, help="CEAT samples (random contexts per word).")
     parser.add_argument("--ceat-tests", default="career_family,math_arts,science_arts,occupations",
                         help="Comma-separated CEAT tests: career_family, math_arts, science_arts, occupations.")
-    parser.add_argument("--layer", type=int, default=-1,
+    parser.add_argument("--layer", type=number(int), default=-1,
                         help="Hidden layer for CEAT (0 = embeddings, -1 = last, the default).")
     parser.add_argument("--tokenizer", default=None, help="Tokenizer (default: the model's).")
     parser.add_argument("--prompts", default="builtin", help="builtin | bold:FILE | FILE.txt | FILE.jsonl.")
@@ -38,16 +40,18 @@ def add_arguments(parser) -> None:
                         help="Comma-separated subset of the builtin occupations (e.g. 'nurse,plumber').")
     parser.add_argument("--metrics", default="cooccurrence,parity,sentiment",
                         help="Comma-separated subset of cooccurrence, parity, sentiment.")
-    parser.add_argument("--num-samples", type=int, default=1, help="Continuations sampled per prompt.")
-    parser.add_argument("--max-new-tokens", type=int, default=20, help="Tokens generated per continuation.")
-    parser.add_argument("--max-prompts-per-group", type=int, default=None,
+    parser.add_argument("--num-samples", type=number(int, min=1), default=1, help="Continuations sampled per prompt.")
+    parser.add_argument("--max-new-tokens", type=number(int, min=1), default=20, help="Tokens generated per continuation.")
+    parser.add_argument("--max-prompts-per-group", type=number(int, min=1), default=None,
                         help="At most N prompts per group (profession / BOLD group) and subject gender.")
-    parser.add_argument("--batch-size", type=int, default=16, help="Prompts per generation / forward batch.")
+    parser.add_argument("--batch-size", type=number(int, min=1), default=16, help="Prompts per generation / forward batch.")
     parser.add_argument("--greedy", action=BoolAction, help="Greedy decoding instead of sampling.")
-    parser.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (ignored with --greedy).")
-    parser.add_argument("--top-k", type=int, default=0, help="0 = no top-k filtering.")
-    parser.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling mass (1.0 = no top-p filtering).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of sampling and of the CEAT contexts.")
+    parser.add_argument("--temperature", type=number(float, min=0, min_open=True), default=1.0,
+                        help="Sampling temperature, > 0 (ignored with --greedy).")
+    parser.add_argument("--top-k", type=number(int, min=0), default=0, help="0 = no top-k filtering.")
+    parser.add_argument("--top-p", type=number(float, min=0, min_open=True, max=1), default=1.0,
+                        help="Nucleus sampling mass, in (0, 1] (1.0 = no top-p filtering).")
+    parser.add_argument("--seed", type=number(int, min=0), default=0, help="Seed of sampling and of the CEAT contexts.")
     parser.add_argument("--classifier", default=None,
                         help="Optional HF text-classification model (regard / toxicity) applied to generations.")
     parser.add_argument("--output_dir", default="fairness_report", metavar="DIR",
@@ -87,7 +91,7 @@ def run(args, extra) -> int:
     from ..fairness.suite import evaluate_suite
     from ..hub.card import refresh_model_card
     from ..model_loading import load_causal_lm, load_tokenizer
-    from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, remove_files
+    from ..outputs import COMPARISON_FILES, COMPARISON_PLOT, SUITE_PLOT, check_report_dir, read_run_id, remove_files
     from ..runtime import resolve_device
 
     several = len(args.model) > 1
@@ -130,7 +134,9 @@ def run(args, extra) -> int:
         if not state.is_main_process:  # the main process alone writes and prints
             continue
         remove_files(out, old)  # --overwrite: no file of the previous report survives next to this one
-        paths = write_report(report, out, plot=not args.no_plot)
+        # a report on a model directory carries that model's run id, so its model card accepts it
+        paths = write_report(report, out, plot=not args.no_plot,
+                             run_id=read_run_id(name) if os.path.isdir(name) else None)
         if report.get("per_profession"):
             print(format_table(report))
         details = format_suite_details(report)

@@ -24,6 +24,14 @@ def run(args, extra: list[str]) -> int:
         return 0
     hf_logging.set_verbosity_warning()
     config = load_config(cli_args=extra)
+    if not any(a.split("=")[0] in ("--config", "-c") for a in extra) and not (config.dataset_name or config.train_file):
+        from ..errors import ConfigError
+        from ..outputs import check_output_dir
+
+        check_output_dir(config.output_dir, "output_dir")
+        raise ConfigError("No --config and no training data: give --config FILE (e.g. configs/tiny.yaml), or "
+                          "--dataset_name / --train_file with --teacher_model_name_or_path (default: gpt2 from "
+                          "the Hub). `distill train --help` lists every key and its default.")
     trainer = run_training(config)
     if trainer.is_world_process_zero():
         print(f"Saved the student to {config.output_dir}")

@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 
 from ..errors import ConfigError
 from . import config_loader
+from .parallel import check_deepspeed_setting
 
 #: YAML sections that are flattened into ``{section}_{key}`` fields (``dp: {enabled: true}``).
 SECTIONS = ("dp", "fairness")
@@ -289,6 +290,7 @@ class DistillationConfig(TrainingArguments):
         if self.max_steps <= 0 and self.num_train_epochs == 0:
             raise ConfigError(f"Nothing to train: max_steps is {self.max_steps} and num_train_epochs is 0. Set "
                               "max_steps to a number of steps > 0, or num_train_epochs > 0.")
+        check_deepspeed_setting(self)  # before TrainingArguments imports DeepSpeed
         super().__post_init__()
         self._check_kd_and_cache()
         if self.alpha_kd + self.alpha_lm + self.alpha_cos == 0:

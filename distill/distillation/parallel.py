@@ -40,7 +40,12 @@ def _zero_stage(deepspeed: Any) -> int | None:
     if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "").isdigit():
         return int(os.environ["ACCELERATE_DEEPSPEED_ZERO_STAGE"])
     config = deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
-    if isinstance(config, str) and os.path.isfile(config):
+    if isinstance(config, str) and config.lstrip().startswith("{"):  # inline JSON (--deepspeed '{...}')
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return None
+    elif isinstance(config, str) and os.path.isfile(config):
         try:
             with open(config, encoding="utf-8") as fh:
                 config = json.load(fh)
@@ -50,6 +55,43 @@ def _zero_stage(deepspeed: Any) -> int | None:
         stage = (config.get("zero_optimization") or {}).get("stage", 0)
         return int(stage) if str(stage).isdigit() else None
     return None
+
+
+def check_deepspeed_setting(args) -> None:
+    """Check the ``deepspeed`` key when the config is built, before transformers imports DeepSpeed: a ZeRO stage
+    this project refuses (3, unknown ones), an unreadable DeepSpeed config, or DeepSpeed not installed is one
+    :class:`ConfigError` (instead of a ``PackageNotFoundError`` from deep inside ``TrainingArguments``)."""
+    deepspeed = getattr(args, "deepspeed", None)
+    if not deepspeed:
+        return
+    if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{") and not os.path.isfile(deepspeed):
+        raise ConfigError(f"deepspeed '{deepspeed}' is neither a DeepSpeed JSON file nor inline JSON: give the path "
+                          "of a DeepSpeed config, or drop --deepspeed.")
+    stage = _zero_stage(deepspeed)
+    if stage is None or stage not in (0, 1, 2, 3):
+        raise ConfigError(f"The DeepSpeed config has an unknown ZeRO stage ({_raw_stage(deepspeed)}): "
+                          f"zero_optimization.stage must be 0, 1 or 2 (ZeRO-3 is refused); or {DDP_HINT}.")
+    check_parallel_engine(args, ("deepspeed", stage))  # ZeRO-3 and dp_enabled: refused whatever is installed
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"deepspeed is set (ZeRO stage {stage}) but DeepSpeed is not installed: "
+                          f"`pip install deepspeed`, or drop --deepspeed and {DDP_HINT}.")
+
+
+def _raw_stage(deepspeed: Any) -> str:
+    """The ``zero_optimization.stage`` value as written, for error messages."""
+    config = deepspeed
+    try:
+        if isinstance(config, str):
+            if config.lstrip().startswith("{"):
+                config = json.loads(config)
+            else:
+                with open(config, encoding="utf-8") as fh:
+                    config = json.load(fh)
+        return repr((config.get("zero_optimization") or {}).get("stage"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable config"
 
 
 def parallel_engine(args) -> tuple[str, int | None]:

@@ -141,6 +141,9 @@ class CacheManifest:
     complete: bool = False
     bytes_per_token: float | None = None
     build_seconds: float | None = None
+    #: per shard, in order: ``{"file", "bytes", "fingerprint"}`` (see :func:`shard_record`); empty in manifests
+    #: written before shards were recorded (then only their existence is checked)
+    shards: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     #: fields that must agree for a partial build to be resumed
@@ -172,6 +175,63 @@ class CacheManifest:
 
 def shard_path(directory: str, index: int) -> str:
     return os.path.join(directory, SHARDS_DIR, TEACHER_CACHE_SHARD.format(index=index))
+
+
+_FINGERPRINT_SPAN = 1 << 20  # bytes hashed at each end of a shard
+
+
+def shard_fingerprint(path: str) -> str:
+    """sha256 of a shard's size, first MiB and last MiB: catches a truncated, replaced or rewritten shard in
+    milliseconds whatever its size (a full hash of a multi-GB cache would cost as much as reading it)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(_FINGERPRINT_SPAN))
+        if size > _FINGERPRINT_SPAN:
+            fh.seek(max(_FINGERPRINT_SPAN, size - _FINGERPRINT_SPAN))
+            h.update(fh.read(_FINGERPRINT_SPAN))
+    return h.hexdigest()[:32]
+
+
+def shard_record(directory: str, index: int) -> dict[str, Any]:
+    """What the manifest records of shard ``index``: its file name, size in bytes and :func:`shard_fingerprint`."""
+    path = shard_path(directory, index)
+    return {"file": os.path.relpath(path, directory).replace(os.sep, "/"), "bytes": os.path.getsize(path),
+            "fingerprint": shard_fingerprint(path)}
+
+
+def shard_problem(directory: str, index: int, record: dict[str, Any] | None) -> str | None:
+    """Why shard ``index`` does not match its manifest ``record`` (None: it does; without a record: it exists)."""
+    path = shard_path(directory, index)
+    name = os.path.relpath(path, directory)
+    if not os.path.isfile(path):
+        return f"shard {name} is missing"
+    if not record:
+        return None
+    size = os.path.getsize(path)
+    if record.get("bytes") is not None and size != record["bytes"]:
+        return f"shard {name} is {size} bytes but was {record['bytes']} when built (cut short or replaced)"
+    if record.get("fingerprint") and shard_fingerprint(path) != record["fingerprint"]:
+        return f"shard {name} changed since it was built (its fingerprint differs)"
+    return None
+
+
+def verify_teacher_cache(directory: str, manifest: CacheManifest | None = None) -> CacheManifest:
+    """Check a built cache before any work: complete, and every shard present with the size and fingerprint its
+    manifest recorded (existence only for older manifests). One :class:`ConfigError` naming the first problem."""
+    m = manifest or CacheManifest.read(directory)
+    if not m.complete:
+        done = sum(os.path.isfile(shard_path(directory, i)) for i in range(m.num_shards))
+        raise ConfigError(f"teacher_cache '{directory}' is incomplete ({done}/{m.num_shards} shards): finish it "
+                          f"by running the same `distill cache-teacher` command again (it resumes).")
+    records = m.shards if len(m.shards) == m.num_shards else [None] * m.num_shards
+    problems = [p for p in (shard_problem(directory, i, records[i]) for i in range(m.num_shards)) if p]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(f"teacher_cache '{directory}' is damaged: {problems[0]}{more}; rebuild with distill "
+                          "cache-teacher: run the `distill cache-teacher` command that built it again (it rebuilds "
+                          "the missing or damaged shards).")
+    return m
 
 
 def _ids_dtype(vocab_size: int) -> str:
@@ -234,9 +294,11 @@ def _write_shard(table: pa.Table, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _shard_done(path: str, expected_rows: int) -> bool:
+def _shard_done(path: str, expected_rows: int, record: dict[str, Any] | None = None) -> bool:
     if not os.path.isfile(path):
         return False
+    if record and (os.path.getsize(path), shard_fingerprint(path)) != (record.get("bytes"), record.get("fingerprint")):
+        return False  # changed since the build that recorded it
     try:
         return Dataset.from_file(path).num_rows == expected_rows
     except Exception:  # noqa: BLE001 - an unreadable shard is rebuilt
@@ -263,8 +325,10 @@ def build_teacher_cache(trainer, output_dir: str, *, top_k: int = DEFAULT_TOP_K,
     if acc.is_main_process:
         _start_or_resume(output_dir, manifest)
     acc.wait_for_everyone()
+    recorded = CacheManifest.read(output_dir).shards  # a finished build's records: a changed shard is rebuilt
+    recorded = recorded if len(recorded) == manifest.num_shards else [None] * manifest.num_shards
     mine = [i for i in range(manifest.num_shards) if i % acc.num_processes == acc.process_index]
-    todo = [i for i in mine if not _shard_done(shard_path(output_dir, i), _shard_rows(manifest, i))]
+    todo = [i for i in mine if not _shard_done(shard_path(output_dir, i), _shard_rows(manifest, i), recorded[i])]
     dataset, bs = trainer.train_dataset, batch_size or args.per_device_eval_batch_size
     skipped = len(mine) - len(todo)
     if skipped and acc.is_main_process:
@@ -301,7 +365,8 @@ def build_teacher_cache(trainer, output_dir: str, *, top_k: int = DEFAULT_TOP_K,
         if missing:
             raise DistillError(f"teacher cache '{output_dir}': shards {missing[:5]} are missing after the build; run "
                                "the same command again to finish them.")
-        size = sum(os.path.getsize(shard_path(output_dir, i)) for i in range(manifest.num_shards))
+        manifest.shards = [shard_record(output_dir, i) for i in range(manifest.num_shards)]
+        size = sum(r["bytes"] for r in manifest.shards)
         manifest.bytes_per_token = round(size / max(1, manifest.num_tokens), 1)
         manifest.build_seconds = round(time.perf_counter() - started, 1)
         manifest.complete = True
@@ -339,12 +404,14 @@ class TeacherCache:
     def __init__(self, directory: str):
         self.directory = directory
         self.manifest = CacheManifest.read(directory)
-        m = self.manifest
-        if not m.complete:
-            done = sum(os.path.isfile(shard_path(directory, i)) for i in range(m.num_shards))
-            raise ConfigError(f"teacher_cache '{directory}' is incomplete ({done}/{m.num_shards} shards): finish it "
-                              f"by running the same `distill cache-teacher` command again (it resumes).")
-        shards = [Dataset.from_file(shard_path(directory, i)) for i in range(m.num_shards)]
+        m = verify_teacher_cache(directory, self.manifest)
+        try:
+            shards = [Dataset.from_file(shard_path(directory, i)) for i in range(m.num_shards)]
+        except Exception as exc:  # noqa: BLE001 - a shard of an older manifest (no sizes) cut short or corrupt
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"teacher_cache '{directory}' is damaged: a shard could not be read ({first}); rebuild "
+                              "with distill cache-teacher: run the `distill cache-teacher` command that built it "
+                              "again (it rebuilds the missing or damaged shards).") from None
         self.dataset = concatenate_datasets(shards).with_format("numpy")
         if self.dataset.num_rows != m.num_rows:
             raise ConfigError(f"teacher_cache '{directory}' has {self.dataset.num_rows} rows but its manifest says "

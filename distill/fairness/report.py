@@ -11,7 +11,8 @@ import math
 import os
 from typing import Any
 
-from ..outputs import DISPARITY_PLOT, FAIRNESS_FILENAME, GENERATIONS_FILENAME, PER_PROFESSION_FILENAME
+from ..outputs import (DISPARITY_PLOT, FAIRNESS_FILENAME, GENERATIONS_FILENAME, PER_PROFESSION_FILENAME, RUN_ID_KEY,
+                       read_run_id)
 
 CSV_COLUMNS = ("profession", "female_share", "cooccurrence_bias", "parity", "n_male", "n_female", "n_neutral",
                "num_prompts")
@@ -137,11 +138,17 @@ def plot_disparity(report: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def write_report(report: dict[str, Any], out_dir: str, plot: bool = True) -> dict[str, str]:
-    """Write the report files into ``out_dir`` (created if needed). Returns their paths by kind."""
+def write_report(report: dict[str, Any], out_dir: str, plot: bool = True, run_id: str | None = None) -> dict[str, str]:
+    """Write the report files into ``out_dir`` (created if needed). Returns their paths by kind.
+
+    ``fairness.json`` carries the run id of the model it measures (``run_id``, else the id recorded in
+    ``out_dir``), so a model card reads it only for that run."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, FAIRNESS_FILENAME), "csv": os.path.join(out_dir, PER_PROFESSION_FILENAME)}
     body = {k: v for k, v in report.items() if k != "generations"}
+    run_id = run_id or read_run_id(out_dir)
+    if run_id:
+        body[RUN_ID_KEY] = run_id
     tmp = paths["json"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(body, fh, indent=2)

@@ -10,7 +10,7 @@ import tempfile
 from typing import Any
 
 from ..hub.federated_section import CARD_MARKER, card_section
-from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME
+from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME, RUN_ID_KEY, read_run_id
 
 __all__ = ["CARD_MARKER", "card_section", "add_card_section"]
 
@@ -49,8 +49,12 @@ def failures(history: list[dict]) -> list[dict]:
 
 
 def write_json(obj: Any, path: str) -> str:
+    """Write ``obj`` atomically; a dict is stamped with the run id recorded in the file's directory, if any."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    run_id = read_run_id(directory)
+    if run_id and isinstance(obj, dict):
+        obj = {**obj, RUN_ID_KEY: run_id}
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

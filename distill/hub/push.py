@@ -32,9 +32,10 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineMod
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from ..errors import DistillError, UnsafeWeightsError
-from ..model_loading import check_safe_weights
+from ..model_loading import check_safe_weights, hub_offline_variable
 from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, MODEL_CONFIG_FILENAME, PER_PROFESSION_FILENAME,
-                       PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME, TRAINING_ARGS_FILENAME)
+                       PRIVACY_FILENAME, RESULTS_FILENAME, RUN_ID_FILENAME, TRAINER_STATE_FILENAME,
+                       TRAINING_ARGS_FILENAME)
 from .card import build_model_card, is_generated_card, write_model_card
 from .run_info import TRAIN_RESULTS_FILENAME, read_run
 
@@ -50,7 +51,8 @@ PICKLE_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"]
 REPORT_FILES = [CARD_FILENAME, CONFIG_FILENAME, RESULTS_FILENAME, TRAIN_RESULTS_FILENAME, "eval_results.json",
-                TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME]
+                TRAINER_STATE_FILENAME, FAIRNESS_FILENAME, PER_PROFESSION_FILENAME, "*.png", PRIVACY_FILENAME,
+                RUN_ID_FILENAME]
 #: Never uploaded, whatever matches above: sub-folders (checkpoints), optimizer/scheduler/RNG states, hidden files.
 NEVER_UPLOAD = ["*/*", "checkpoint-*", "optimizer.pt", "scheduler.pt", "rng_state*", TRAINING_ARGS_FILENAME, ".*"]
 
@@ -95,11 +97,8 @@ def validate_model_dir(model_dir: str, allow_pickle: bool = False) -> list[str]:
 
 
 def is_offline() -> bool:
-    from huggingface_hub import constants
-
-    env = any(os.environ.get(k, "").strip().lower() not in _OFF_VALUES
-              for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return env or constants.is_offline_mode()
+    """Offline mode, read as huggingface_hub reads it (:func:`distill.model_loading.hub_offline_variable`)."""
+    return hub_offline_variable() is not None
 
 
 def check_can_push(repo_id: str, token: str | None = None) -> str:
@@ -108,9 +107,10 @@ def check_can_push(repo_id: str, token: str | None = None) -> str:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
         raise DistillError(f"'{repo_id}' is not a valid Hub repo id ({exc}): use NAME or ORG/NAME.") from None
-    if is_offline():
-        raise DistillError("Cannot push: the Hub is unreachable in offline mode (HF_HUB_OFFLINE / "
-                           "TRANSFORMERS_OFFLINE is set). Unset it and run the push again.")
+    offline = hub_offline_variable()
+    if offline:
+        raise DistillError(f"Cannot push: the Hub is unreachable in offline mode ({offline} is set). Unset it and "
+                           "run the push again.")
     token = token or get_token()
     if not token:
         raise DistillError("Cannot push: no Hugging Face token. Run `hf auth login`, set HF_TOKEN, or pass --token "

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from ..outputs import (CARD_FILENAME, CONFIG_FILENAME, FAIRNESS_FILENAME, FL_REPORT_FILENAME, MODEL_CONFIG_FILENAME,
-                       PRIVACY_FILENAME, RESULTS_FILENAME, TRAINER_STATE_FILENAME)
+                       PRIVACY_FILENAME, RESULTS_FILENAME, RUN_ID_KEY, TRAINER_STATE_FILENAME, read_run_id)
 
 #: The Trainer's file of training metrics (``trainer.save_metrics("train", ...)``).
 TRAIN_RESULTS_FILENAME = "train_results.json"
@@ -226,6 +226,22 @@ def read_compute(history: list[dict], *results: Any) -> dict[str, Any]:
     return out
 
 
+def own_report(model_dir: str, name: str, run_id: str | None) -> Any:
+    """The JSON report ``name`` of ``model_dir`` if it belongs to the directory's run: its ``run_id`` is the
+    directory's (``distill evaluate`` of the directory stamps it too). A report of another run, or one without an
+    id beside a run that has one, is ignored with a warning; a directory without a run id (an older version)
+    keeps every report, as before."""
+    report = _read_json(os.path.join(model_dir, name))
+    if report is None or run_id is None:
+        return report
+    found = report.get(RUN_ID_KEY) if isinstance(report, dict) else None
+    if found == run_id:
+        return report
+    logger.warning("Ignoring %s: it belongs to %s, not to the run that saved this model (run id %s).",
+                   os.path.join(model_dir, name), f"run {found}" if found else "an unidentified run", run_id)
+    return None
+
+
 def read_run(model_dir: str) -> RunInfo:
     """Collect :class:`RunInfo` from the files of ``model_dir``."""
     results = _read_json(os.path.join(model_dir, RESULTS_FILENAME)) or {}
@@ -238,9 +254,10 @@ def read_run(model_dir: str) -> RunInfo:
         perplexity, eval_loss = logged.get("perplexity"), logged.get("loss", eval_loss)
     fairness_logged, fairness_step = last_logged(history, re.compile(r"(?:eval_)?fairness/(.+)"))
     dp_logged, _ = last_logged(history, re.compile(r"(?:eval_)?dp/(.+)"))
-    fairness = _read_json(os.path.join(model_dir, FAIRNESS_FILENAME))
-    privacy = _read_json(os.path.join(model_dir, PRIVACY_FILENAME))
-    fl_report = _read_json(os.path.join(model_dir, FL_REPORT_FILENAME))
+    run_id = read_run_id(model_dir)
+    fairness = own_report(model_dir, FAIRNESS_FILENAME, run_id)
+    privacy = own_report(model_dir, PRIVACY_FILENAME, run_id)
+    fl_report = own_report(model_dir, FL_REPORT_FILENAME, run_id)
     train_results = _read_json(os.path.join(model_dir, TRAIN_RESULTS_FILENAME))
     return RunInfo(
         model_dir=model_dir,

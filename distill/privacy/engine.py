@@ -354,9 +354,18 @@ class DPSGDEngine:
             return
         state = PrivacyAccountant.read(path)  # state_dict() and the step it was saved at
         if state is None:
-            raise ConfigError(f"Checkpoint {path} has no privacy state ({PRIVACY_STATE_FILENAME}): it was not trained "
-                              "with DP, so its privacy cost is unknown. Resume it without dp_enabled, or start a new "
-                              "run.")
+            parent = os.path.dirname(os.path.normpath(path))
+            siblings = [d for d in (os.listdir(parent) if os.path.isdir(parent) else [])
+                        if d.startswith("checkpoint-") and os.path.join(parent, d) != os.path.normpath(path)]
+            if any(os.path.isfile(os.path.join(parent, d, PRIVACY_STATE_FILENAME)) for d in siblings):
+                raise ConfigError(f"Checkpoint {path} is incomplete: its privacy state ({PRIVACY_STATE_FILENAME}) is "
+                                  "missing while the run's other checkpoints have one (its save was cut short). "
+                                  "Resume from an earlier complete checkpoint (--resume_from_checkpoint "
+                                  f"{parent}/checkpoint-N).")
+            raise ConfigError(f"Checkpoint {path} has no privacy state ({PRIVACY_STATE_FILENAME}), so the privacy cost "
+                              "of its steps is unknown: either its save was cut short (resume from an earlier "
+                              "complete checkpoint) or it was trained without DP (resume it without dp_enabled, or "
+                              "start a new run).")
         trainer_state = os.path.join(path, TRAINER_STATE_FILENAME)
         if os.path.isfile(trainer_state):
             with open(trainer_state, encoding="utf-8") as fh:
