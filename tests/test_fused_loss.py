@@ -284,7 +284,8 @@ def test_dp_per_row_loss_of_the_trainer_is_fused(tiny_args):
                                                  temperature=2.0, alpha_kd=5.0, alpha_lm=2.0))
     inputs = _trainer_batch(trainer)
     model = trainer.model.eval()
-    fused, fused_parts, outputs = trainer.distillation_step_loss(model, inputs, per_row=True)
+    assert not trainer.uses_fused_loss(inputs)  # auto: this small batch's [B, T, V] tensors fit, so plain by default
+    fused, fused_parts, outputs = trainer.distillation_step_loss(model, inputs, per_row=True, fused=True)
     assert outputs.logits.shape[1] == 0  # the student's forward stopped before its output layer
     plain, plain_parts, _ = trainer.distillation_step_loss(model, inputs, per_row=True, fused=False)
     assert fused.shape == (3,)
