@@ -32,11 +32,21 @@ round's ratio of median step times, so drifting machine load hits both sides ali
    unfused loss on full logits), ``kd_matched`` (GKD's loss) and ``trl_gkd``. First the peak memory of each in a
    fresh process (as in 4), then step times round-robin in one process that shares one teacher; ratios
    ``kd_vs_trl``, ``kd_mem_vs_trl``, ``crr_vs_kd``, ``dp_vs_nondp``, ``dp_mem_vs_nondp``, ``fused_vs_plain``, ...
-   and ``peak_mb`` per contender. ``--skip-tiny`` runs this part alone.
+   and ``peak_mb`` per contender. ``--skip-tiny`` runs this part alone. ``--mem-batch/--mem-seq``: the memory runs
+   at that shape instead (``memory_shape``); ``floor_mb`` is the analytic floor (student weights + gradients +
+   AdamW state + teacher weights, in the run's dtypes) and ``kd_peak_vs_floor`` KD's peak over it. A TRL run on a
+   CPU is capped at 18 GB of address space and reported as ``"oom"`` when it does not fit (a ratio against it is
+   then taken against the cap). ``--recipe-memory``: KD at the recipe's 8 x 1024 with its step settings, as
+   configured (``recipe_peak_mb``) and with ``gradient_checkpointing: true``
+   (``recipe_peak_mb_checkpointing``), and TRL GKD at the same shape (``recipe_trl_peak_mb``: MB or ``"oom"``).
+   ``cached_kd_vs_kd``: KD from a teacher cache (``build_teacher_cache``, what ``distill cache-teacher`` runs)
+   over online KD at GPT-2 shapes. Measured tables: docs/performance.md.
 
     pip install -e ".[bench]"          # TRL, for the kd_vs_trl comparison (skipped when missing)
     python scripts/bench.py [--json] [--steps 5] [--repeat 4] [--threads N]
     python scripts/bench.py --real-shapes --skip-tiny --gpu-batch 2 --gpu-seq 512 --json
+    python scripts/bench.py --real-shapes --skip-tiny --gpu-batch 2 --gpu-seq 512 --mem-batch 4 --mem-seq 1024 \
+        --recipe-memory --json
 """
 
 from __future__ import annotations
@@ -165,6 +175,14 @@ def main(argv: list[str] | None = None) -> dict:
                     help="GPT-2-shape batch size (rows)")
     ap.add_argument("--gpu-seq", "--real-seq", dest="gpu_seq", type=int, default=512,
                     help="GPT-2-shape sequence length (tokens)")
+    ap.add_argument("--mem-batch", type=int, default=None,
+                    help="GPT-2 shapes: batch size of the peak-memory runs (default: --gpu-batch)")
+    ap.add_argument("--mem-seq", type=int, default=None,
+                    help="GPT-2 shapes: sequence length of the peak-memory runs (default: --gpu-seq)")
+    ap.add_argument("--recipe-memory", action="store_true",
+                    help="GPT-2 shapes: KD's peak at the recipe's 8 x 1024 (as configured and with gradient "
+                         "checkpointing) and TRL GKD's at the same shape (or 'oom'), one fresh process each")
+    ap.add_argument("--recipe-shape", default="8x1024", help="rows x tokens of --recipe-memory (the recipe's: 8x1024)")
     ap.add_argument("--skip-cache", action="store_true",
                     help="GPT-2 shapes: skip the teacher-cache contender (cached_kd_vs_kd)")
     ap.add_argument("--real-repeat", type=int, default=2, help="GPT-2 shapes: rounds of the round-robin")
@@ -180,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--real-student-layers", type=int, default=6, help="student depth (DistilGPT-2: 6)")
     ap.add_argument("--_real-memory-child", dest="real_memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_teacher", dest="teacher", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_extra", dest="extra", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_rlimit-gb", dest="rlimit_gb", type=float, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.real_memory_child:
         from transformers.utils import logging as hf_logging
@@ -187,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         r = real_memory_child(a.real_memory_child, a.teacher, a.gpu_batch, a.gpu_seq, a.real_memory_steps, a.bf16,
-                              a.real_student_layers)
+                              a.real_student_layers, extra=json.loads(a.extra) if a.extra else None,
+                              rlimit_gb=a.rlimit_gb)
         print(json.dumps(r))
         return r
     if a.skip_tiny and not a.real_shapes:

@@ -169,7 +169,7 @@ def save_gpt2_shape_teacher(path: str, layers: int = 12, width: int = 768) -> st
 
 
 def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, teacher=None, bf16: bool = False,
-                        student_layers: int = 6):
+                        student_layers: int = 6, extra: dict | None = None):
     """One GPT-2-shape contender (see :data:`REAL_CONTENDERS`): a 6-layer student copied from the teacher.
 
     ``kd``/``crr``/``dp_*``/``kd_plain`` use the shipped recipe's loss (``kd_plain`` with ``loss_chunk_size: off``,
@@ -188,7 +188,8 @@ def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, t
         _, student, tokenizer = build_models(config, teacher=teacher)
         return make_gkd_trainer(student, teacher_dir, tokenizer, batch, workdir, teacher=teacher, bf16=bf16)
     mode = {"dp_fast": "fast", "dp_ghost": "ghost"}.get(name, "non-dp")
-    extra = dict(MATCHED if name == "kd_matched" else RECIPE, student_num_layers=student_layers, bf16=bf16)
+    extra = dict(MATCHED if name == "kd_matched" else RECIPE, student_num_layers=student_layers, bf16=bf16,
+                 **(extra or {}))
     if name == "crr":
         extra["perturbation"] = "mean"
     if name == "kd_plain":
@@ -199,31 +200,114 @@ def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, t
 
 
 def real_memory_child(name: str, teacher_dir: str, batch: int, seq: int, steps: int, bf16: bool,
-                      student_layers: int = 6) -> dict:
-    """In a fresh process: the peak memory of ``name``'s training steps (see ``bench_dp.peak_memory``)."""
+                      student_layers: int = 6, extra: dict | None = None, rlimit_gb: float | None = None) -> dict:
+    """In a fresh process: the peak memory of ``name``'s training steps (see :func:`peak_memory`) and the analytic
+    floor of its run (:func:`memory_floor_mb`). ``extra``: further config keys (ours only); ``rlimit_gb``: cap the
+    process's address space (``RLIMIT_AS``), so that a contender that does not fit fails with ``{"oom": true}``
+    instead of taking the machine's memory."""
+    if rlimit_gb and not torch.cuda.is_available():  # (CUDA maps a large address space: its OOM is an error)
+        import resource
+
+        cap = int(rlimit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     if name == "trl_gkd":
         gkd_classes()  # TRL's imports before the baseline, like opacus'
+    floor = {}
 
     def build(work):
-        trainer = make_real_contender(name, teacher_dir, batch, work, bf16=bf16, student_layers=student_layers)
+        trainer = make_real_contender(name, teacher_dir, batch, work, bf16=bf16, student_layers=student_layers,
+                                      extra=extra)
+        floor["floor_mb"] = memory_floor_mb(trainer)
         batch_ = demo_batch(trainer.processing_class, batch, seq, trainer.args.device)
         return trainer, inputs_for(name, batch_)
 
-    return {"contender": name, **peak_memory(build, steps)}
+    try:
+        result = peak_memory(build, steps)
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if rlimit_gb and ("alloc" in str(e).lower() or "out of memory" in str(e).lower()
+                          or isinstance(e, MemoryError)):
+            return {"contender": name, "oom": True, "rlimit_gb": rlimit_gb, "batch": batch, "seq": seq}
+        raise
+    return {"contender": name, "batch": batch, "seq": seq, **floor, **result}
 
 
-def measure_real_memory(name: str, a, teacher_dir: str) -> dict:
-    """:func:`real_memory_child` in a fresh interpreter."""
+def memory_floor_mb(trainer) -> float:
+    """The analytic floor of a training step's memory, in MB: the trainable student's weights + gradients +
+    optimizer state (AdamW: two moments, float32) and the frozen student weights, plus the teacher's weights, each
+    in its run's dtype. Activations, the loss and allocator caching come on top."""
+    student = trainer.model
+    teacher = next((t for t in (getattr(trainer, k, None) for k in ("teacher", "teacher_model", "ref_model"))
+                    if isinstance(t, torch.nn.Module)), None)
+    total = 0
+    for p in student.parameters():
+        size = p.numel() * p.element_size()
+        total += size + (size + 2 * p.numel() * 4 if p.requires_grad else 0)
+    if teacher is not None:
+        total += sum(p.numel() * p.element_size() for p in teacher.parameters())
+    return total / 2**20
+
+
+def measure_real_memory(name: str, a, teacher_dir: str, batch: int | None = None, seq: int | None = None,
+                        extra: dict | None = None, rlimit_gb: float | None = None) -> dict:
+    """:func:`real_memory_child` in a fresh interpreter, at ``batch x seq`` (default ``a.gpu_batch x a.gpu_seq``)."""
     import subprocess
 
     cmd = [sys.executable, BENCH_SCRIPT, "--_real-memory-child", name, "--_teacher", teacher_dir,
-           "--gpu-batch", str(a.gpu_batch), "--gpu-seq", str(a.gpu_seq), "--real-memory-steps",
+           "--gpu-batch", str(batch or a.gpu_batch), "--gpu-seq", str(seq or a.gpu_seq), "--real-memory-steps",
            str(a.real_memory_steps), "--real-student-layers", str(a.real_student_layers)] + (["--bf16"] if a.bf16
                                                                                             else [])
+    if extra:
+        cmd += ["--_extra", json.dumps(extra)]
+    if rlimit_gb:
+        cmd += ["--_rlimit-gb", str(rlimit_gb)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     if out.returncode != 0:
+        if rlimit_gb and (out.returncode < 0 or "alloc" in out.stderr.lower() or "MemoryError" in out.stderr):
+            return {"contender": name, "oom": True, "rlimit_gb": rlimit_gb, "batch": batch, "seq": seq}
         raise RuntimeError(f"memory run for {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: the shipped recipe (configs/gpt2-to-distilgpt2.yaml) at one device's shape: 8 rows x 1024 tokens
+RECIPE_SHAPE = (8, 1024)
+#: its settings that shape a step's memory beyond the loss (float32 here; the recipe's bf16 is a GPU setting)
+RECIPE_STEP = dict(learning_rate=5.0e-4, weight_decay=0.01, max_grad_norm=5.0)
+#: address-space cap of a TRL run that may not fit (GB), at most: see :func:`trl_rlimit_gb`
+TRL_RLIMIT_GB = 18.0
+
+
+def trl_rlimit_gb() -> float:
+    """:data:`TRL_RLIMIT_GB`, or less on a machine with less memory available now (``MemAvailable`` − 1 GB), so
+    that the capped run fails inside its own process rather than pushing the machine into its OOM killer."""
+    try:
+        with open("/proc/meminfo") as fh:
+            avail = next(int(line.split()[1]) for line in fh if line.startswith("MemAvailable:")) / 2**20
+    except (OSError, StopIteration):
+        return TRL_RLIMIT_GB
+    return round(max(4.0, min(TRL_RLIMIT_GB, avail - 1.0)), 1)
+
+
+def recipe_memory(a, teacher_dir: str, with_trl: bool, batch: int = RECIPE_SHAPE[0], seq: int = RECIPE_SHAPE[1]
+                  ) -> dict:
+    """KD at the recipe's shape with its settings, as configured and with ``gradient_checkpointing: true``, and
+    TRL's GKD at the same shape under an address-space cap (its peak, or ``"oom"``): one fresh process each."""
+    out = {"recipe_shape": [batch, seq]}
+    for key, extra in (("recipe_peak_mb", RECIPE_STEP),
+                       ("recipe_peak_mb_checkpointing", {**RECIPE_STEP, "gradient_checkpointing": True})):
+        log(f"  recipe memory: kd {batch} x {seq}{' + gradient checkpointing' if 'gradient_checkpointing' in extra else ''}")
+        r = measure_real_memory("kd", a, teacher_dir, batch, seq, extra=extra)
+        out[key] = r["train_peak_mb"]
+        out[key.replace("peak_mb", "memory")] = r
+    out["recipe_floor_mb"] = out["recipe_memory"]["floor_mb"]
+    if with_trl:
+        cap = trl_rlimit_gb()
+        log(f"  recipe memory: trl_gkd {batch} x {seq} (address space capped at {cap:g} GB)")
+        r = measure_real_memory("trl_gkd", a, teacher_dir, batch, seq, rlimit_gb=cap)
+        out["recipe_trl_peak_mb"] = "oom" if r.get("oom") else r["train_peak_mb"]
+        out["recipe_trl_memory"] = r
+    else:
+        out["recipe_trl_peak_mb"] = None
+    return out
 
 
 def real_shape_contenders(a, with_trl: bool) -> list[str]:
@@ -241,10 +325,16 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
 
     teacher_dir = save_gpt2_shape_teacher(os.path.join(workdir, "gpt2-shape"), a.real_teacher_layers, a.real_width)
     names = real_shape_contenders(a, with_trl)
+    mem_batch, mem_seq = getattr(a, "mem_batch", None) or a.gpu_batch, getattr(a, "mem_seq", None) or a.gpu_seq
     memory = {}
     for name in names:
-        log(f"  peak memory: {name} (fresh process)")
-        memory[name] = measure_real_memory(name, a, teacher_dir)
+        log(f"  peak memory: {name} at {mem_batch} x {mem_seq} (fresh process)")
+        memory[name] = measure_real_memory(name, a, teacher_dir, mem_batch, mem_seq,
+                                           rlimit_gb=trl_rlimit_gb() if name == "trl_gkd" else None)
+    recipe = {}
+    if getattr(a, "recipe_memory", False):
+        rows, length = (int(x) for x in (getattr(a, "recipe_shape", None) or "x".join(map(str, RECIPE_SHAPE))).split("x"))
+        recipe = recipe_memory(a, teacher_dir, with_trl, rows, length)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
     trainers = {}
     for name in names:
@@ -255,15 +345,25 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     log(f"  step times: {a.real_repeat} rounds x {a.real_steps} steps per contender, round-robin")
     timings = time_contenders(trainers, batch, a.real_steps, a.real_repeat, a.real_warmup)
     med = {n: timings.median(n) for n in trainers}
-    peak = {n: m["train_peak_mb"] for n, m in memory.items()}
+    peak = {n: ("oom" if m.get("oom") else m["train_peak_mb"]) for n, m in memory.items()}
     tokens = a.gpu_batch * a.gpu_seq
 
     def ratio(x, y, table=None):
         if x not in trainers or y not in trainers:
             return None
-        return table[x] / table[y] if table is not None else timings.ratio(x, y)
+        if table is not None:  # a peer that ran out of memory: we fit in less than its cap
+            if table[y] == "oom":
+                return table[x] / (memory[y]["rlimit_gb"] * 1024) if table[x] != "oom" else None
+            return None if table[x] == "oom" else table[x] / table[y]
+        return timings.ratio(x, y)
 
-    return {"batch": a.gpu_batch, "seq": a.gpu_seq, "bf16": a.bf16,
+    floor = next((m["floor_mb"] for n, m in memory.items() if n in ("kd", "kd_matched") and "floor_mb" in m), None)
+    kd_peak = peak.get("kd", peak.get("kd_matched"))
+    return {"batch": a.gpu_batch, "seq": a.gpu_seq, "bf16": a.bf16, "memory_shape": [mem_batch, mem_seq],
+            "floor_mb": floor, "kd_peak_vs_floor": kd_peak / floor if floor and isinstance(kd_peak, float) else None,
+            "recipe_peak_mb": recipe.get("recipe_peak_mb"),
+            "recipe_peak_mb_checkpointing": recipe.get("recipe_peak_mb_checkpointing"),
+            "recipe_trl_peak_mb": recipe.get("recipe_trl_peak_mb"), "recipe": recipe or None,
             "kd_vs_trl": ratio("kd_matched", "trl_gkd"), "kd_mem_vs_trl": ratio("kd_matched", "trl_gkd", peak),
             "crr_vs_kd": ratio("crr", "kd"), "dp_vs_nondp": ratio("dp_fast", "kd"),
             "dp_mem_vs_nondp": ratio("dp_fast", "kd", peak), "ghost_vs_nondp": ratio("dp_ghost", "kd"),
@@ -278,7 +378,8 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
 
 
 #: GPT-2-shape targets (value of ``real_shapes[key]``), from the issue that set them
-REAL_TARGETS = {"kd_mem_vs_trl": 0.5, "kd_vs_trl": 0.9, "crr_vs_kd": 1.3, "dp_vs_nondp": 1.3, "dp_mem_vs_nondp": 1.2}
+REAL_TARGETS = {"kd_mem_vs_trl": 0.5, "kd_vs_trl": 0.9, "crr_vs_kd": 1.3, "dp_vs_nondp": 1.3, "dp_mem_vs_nondp": 1.2,
+                "cached_kd_vs_kd": 0.7, "recipe_peak_mb_checkpointing": 6000}
 
 
 def environment() -> dict:
@@ -314,7 +415,7 @@ def verdicts(result: dict, targets: dict | None = None) -> dict:
 def _verdict_lines(targets: dict) -> list[str]:
     lines = [f"{'comparison':24s} {'ratio':>8s} {'target':>8s}  met", "-" * 48]
     for key, v in targets.items():
-        value = "n/a" if v["value"] is None else f"{v['value']:.2f}x"
+        value = "n/a" if v["value"] is None else (f"{v['value']:,.0f}" if key.endswith("_mb") else f"{v['value']:.2f}x")
         met = "-" if v["met"] is None else ("yes" if v["met"] else "NO")
         lines.append(f"{key:24s} {value:>8s} {v['target']:>8s}  {met}")
     return lines
@@ -341,7 +442,17 @@ def format_table(result: dict) -> str:
         for key in ("ghost_vs_nondp", "ghost_mem_vs_nondp", "fused_vs_plain", "fused_mem_vs_plain"):
             if r.get(key) is not None:
                 lines.append(f"{key:24s} {r[key]:7.2f}x {'(info)':>8s}")
-        lines.append("peak training memory (MB): " + ", ".join(f"{n} {v:,.0f}" for n, v in r["peak_mb"].items()))
+        shape = "x".join(map(str, r.get("memory_shape") or [r["batch"], r["seq"]]))
+        lines.append(f"peak training memory at {shape} (MB): " + ", ".join(
+            f"{n} {v:,.0f}" if isinstance(v, float) else f"{n} {v}" for n, v in r["peak_mb"].items()))
+        if r.get("floor_mb"):
+            lines.append(f"analytic floor (weights + gradients + AdamW state + teacher): {r['floor_mb']:,.0f} MB; "
+                         f"KD peak / floor {r['kd_peak_vs_floor'] or float('nan'):.2f}x")
+        if r.get("recipe"):
+            trl = r["recipe_trl_peak_mb"]
+            lines.append(f"recipe shape {'x'.join(map(str, r['recipe']['recipe_shape']))}: KD {r['recipe_peak_mb']:,.0f} MB, "
+                         f"with gradient checkpointing {r['recipe_peak_mb_checkpointing']:,.0f} MB, TRL GKD "
+                         f"{trl if not isinstance(trl, float) else f'{trl:,.0f} MB'}")
         lines.append("median step time (s): " + ", ".join(f"{n} {v:.2f}" for n, v in r["step_seconds"].items()))
         lines.append("tokens/s: " + ", ".join(f"{n} {v:,.0f}" for n, v in r["tokens_per_second"].items()))
     if result.get("notes"):

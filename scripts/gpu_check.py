@@ -3,7 +3,10 @@
 1. ``real_shapes``: ``scripts/bench.py``'s GPT-2-shape part (``bench_common.bench_real_shapes``) — GPT-2 small's shapes (12 x 768, 50257 tokens) with
    random weights as the teacher, a 6-layer student copied from it, batch ``--batch`` x ``--seq`` (8 x 1024), bf16
    mixed precision on a GPU: the peak memory of each contender in a fresh process (``max_memory_allocated``), then
-   step times round-robin, tokens/s and the ratios (ours vs TRL's GKDTrainer, CRR vs KD, DP vs non-DP).
+   step times round-robin, tokens/s and the ratios (ours vs TRL's GKDTrainer, CRR vs KD, DP vs non-DP), the same
+   keys as ``bench.py --real-shapes`` (``memory_shape``, ``floor_mb``, ``kd_peak_vs_floor``, ``recipe_peak_mb``,
+   ``recipe_peak_mb_checkpointing``, ``recipe_trl_peak_mb`` with ``--recipe-memory``, on by default on a GPU) plus
+   ``kd_tokens_per_second_vs_trl`` (``kd_matched`` vs ``trl_gkd`` on the same card).
 2. ``kd_run``: ``--kd-steps`` (200) optimizer steps of our KD trainer (the shipped recipe's loss, fused output
    layers) on random token rows, logging the loss of every step: it must fall (``falling``: the mean of the
    last tenth of the steps below the mean of the first tenth).
@@ -70,6 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--teacher-layers", type=int, default=12, help="teacher depth (GPT-2 small: 12; less for smoke tests)")
     ap.add_argument("--width", type=int, default=768, help="model width (GPT-2 small: 768)")
     ap.add_argument("--student-layers", type=int, default=6)
+    ap.add_argument("--mem-batch", type=int, default=None, help="batch of the peak-memory runs (default: --batch)")
+    ap.add_argument("--mem-seq", type=int, default=None, help="length of the peak-memory runs (default: --seq)")
+    ap.add_argument("--recipe-memory", choices=("auto", "on", "off"), default="auto",
+                    help="KD at 8 x 1024 as configured and with gradient checkpointing, and TRL GKD at the same "
+                         "shape (auto: on a GPU only)")
     ap.add_argument("--out", default=None, help="also write the JSON object to this file")
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
@@ -83,7 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     with_trl = bench.trl_available()
     opts = SimpleNamespace(gpu_batch=a.batch, gpu_seq=a.seq, real_repeat=a.repeat, real_steps=a.steps, real_warmup=1,
                            real_memory_steps=1, real_contenders=a.contenders, bf16=bf16,
-                           real_teacher_layers=a.teacher_layers, real_width=a.width, real_student_layers=a.student_layers)
+                           real_teacher_layers=a.teacher_layers, real_width=a.width, real_student_layers=a.student_layers,
+                           mem_batch=a.mem_batch, mem_seq=a.mem_seq,
+                           recipe_memory=a.recipe_memory == "on" or (a.recipe_memory == "auto" and cuda))
     t0 = time.perf_counter()
     result: dict = {"env": bench.environment(), "notes": []}
     if not with_trl:
@@ -93,6 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as work:
         bench.log(f"[1/2] GPT-2 shapes, batch {a.batch} x {a.seq}{', bf16' if bf16 else ''}: memory, step times")
         real = bench.bench_real_shapes(opts, work, with_trl)
+        tps = real["tokens_per_second"]
+        real["kd_tokens_per_second_vs_trl"] = (tps["kd_matched"] / tps["trl_gkd"]
+                                               if "kd_matched" in tps and "trl_gkd" in tps else None)
         real["targets"] = bench.verdicts(real, bench.REAL_TARGETS)
         result["real_shapes"] = real
         bench.log(f"[2/2] KD run: {a.kd_steps} steps on random rows")

@@ -68,10 +68,18 @@ def test_bench_real_shapes_alone_reports_memory_and_trl(run_script):
     contenders = "kd_matched,trl_gkd" if with_trl else "kd_matched"
     r, err = run_script("bench", ["--real-shapes", "--skip-tiny", "--gpu-batch", "1", "--gpu-seq", "16", "--json",
                                   "--real-repeat", "1", "--real-warmup", "0", *SMALL_GPT2,
-                                  "--real-contenders", contenders])
+                                  "--real-contenders", contenders, "--mem-batch", "2", "--mem-seq", "8",
+                                  "--recipe-memory", "--recipe-shape", "1x8", "--skip-cache"])
     real = r["real_shapes"]
     assert "targets" not in r and "step_seconds" not in r  # the tiny part was skipped
-    assert (real["batch"], real["seq"]) == (1, 16)
+    assert (real["batch"], real["seq"]) == (1, 16) and real["memory_shape"] == [2, 8]
+    assert real["floor_mb"] > 0 and real["kd_peak_vs_floor"] > 0
+    assert real["recipe_peak_mb"] > 0 and real["recipe_peak_mb_checkpointing"] > 0
+    assert real["recipe"]["recipe_shape"] == [1, 8] and real["recipe"]["recipe_floor_mb"] > 0
+    trl_peak = real["recipe_trl_peak_mb"]
+    assert (trl_peak == "oom" or trl_peak > 0) if with_trl else trl_peak is None
+    assert "cached_kd_vs_kd" not in real  # --skip-cache
+    assert real["targets"]["recipe_peak_mb_checkpointing"]["met"] in (True, False)
     for key in ("kd_vs_trl", "kd_mem_vs_trl", "crr_vs_kd", "dp_vs_nondp", "dp_mem_vs_nondp", "peak_mb"):
         assert key in real, key
     assert real["crr_vs_kd"] is None and real["dp_vs_nondp"] is None  # contenders left out: no ratio
@@ -88,6 +96,10 @@ def test_gpu_check_smoke_on_cpu(run_script):
                                     "--contenders", "kd,dp_fast"])
     real = r["real_shapes"]
     assert real["dp_vs_nondp"] > 0 and real["dp_mem_vs_nondp"] > 0 and set(real["tokens_per_second"]) == {"kd", "dp_fast"}
+    for key in ("memory_shape", "floor_mb", "kd_peak_vs_floor", "recipe_peak_mb", "recipe_peak_mb_checkpointing",
+                "recipe_trl_peak_mb", "kd_tokens_per_second_vs_trl"):
+        assert key in real, key
+    assert real["recipe_peak_mb"] is None and real["kd_tokens_per_second_vs_trl"] is None  # off on a CPU / no TRL
     run = r["kd_run"]
     assert run["steps"] == 4 and len(run["losses"]) == 4 and all(v == v and v > 0 for v in run["losses"])
     assert run["falling"] == (run["last_mean"] < run["first_mean"])

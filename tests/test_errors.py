@@ -327,10 +327,6 @@ def _parse_error(capsys, parser, argv) -> str:
     return err[0]
 
 
-#: commands whose numeric options are declared with plain int/float in files outside this test's scope
-_RANGES_PENDING = {"audit", "demo"}
-
-
 @pytest.mark.parametrize("command", [c.replace("_", "-") for c in __import__("distill.cli").cli.COMMANDS])
 def test_every_numeric_option_has_a_range_and_refuses_values_outside_it(command, capsys):
     from distill.cli import build_parser, number
@@ -339,8 +335,6 @@ def test_every_numeric_option_has_a_range_and_refuses_values_outside_it(command,
     sub = parser.command_parsers[command]
     numeric = [a for a in sub._actions if a.type in (int, float) or isinstance(a.type, number)]
     undeclared = [a.option_strings[0] for a in numeric if not isinstance(a.type, number)]
-    if undeclared and command in _RANGES_PENDING:
-        pytest.xfail(f"{command}: {undeclared} still use plain int/float")
     assert not undeclared, f"{command}: give these options a range with distill.cli.number: {undeclared}"
     for action in numeric:
         kind = action.type

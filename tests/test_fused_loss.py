@@ -10,7 +10,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.counterfactual.token_pairs import TokenSwapper
-from distill.distillation.fused_loss import auto_chunk_size, fused_distillation_loss
+from distill.distillation.fused_loss import (PLAIN_LOSS_COPIES, auto_chunk_size, fused_distillation_loss,
+                                             plain_loss_fits)
 from distill.distillation.losses import distillation_loss, teacher_log_probs
 from distill.privacy.bookkeeping import BookKeepingClipper
 from distill.privacy.engine import freeze_embeddings
@@ -283,7 +284,8 @@ def test_dp_per_row_loss_of_the_trainer_is_fused(tiny_args):
                                                  temperature=2.0, alpha_kd=5.0, alpha_lm=2.0))
     inputs = _trainer_batch(trainer)
     model = trainer.model.eval()
-    fused, fused_parts, outputs = trainer.distillation_step_loss(model, inputs, per_row=True)
+    assert not trainer.uses_fused_loss(inputs)  # auto: this small batch's [B, T, V] tensors fit, so plain by default
+    fused, fused_parts, outputs = trainer.distillation_step_loss(model, inputs, per_row=True, fused=True)
     assert outputs.logits.shape[1] == 0  # the student's forward stopped before its output layer
     plain, plain_parts, _ = trainer.distillation_step_loss(model, inputs, per_row=True, fused=False)
     assert fused.shape == (3,)
@@ -316,3 +318,14 @@ def test_bf16_split_teacher_runs_under_the_same_autocast_as_the_plain_forward(ti
     fused = _trainer_loss_and_grads(trainer, inputs, True)[0]
     plain_loss = _trainer_loss_and_grads(trainer, inputs, False)[0]
     torch.testing.assert_close(fused, plain_loss, rtol=2e-3, atol=1e-4)
+
+
+def test_auto_takes_the_plain_loss_only_where_its_tensors_fit():
+    """``loss_chunk_size: auto``: GPT-2's vocabulary at 2 x 512 fits a 16 GB machine, 8 x 1024 does not."""
+    vocab, gb = 50257, 2**30
+    assert plain_loss_fits(2 * 512, vocab, available=16 * gb)
+    assert not plain_loss_fits(8 * 1024, vocab, available=16 * gb)
+    assert plain_loss_fits(8 * 1024, vocab, available=80 * gb)  # a large GPU
+    need = PLAIN_LOSS_COPIES * 4 * 1000 * vocab
+    assert plain_loss_fits(1000, vocab, available=4 * need) and not plain_loss_fits(1000, vocab, available=4 * need - 1)
+    assert plain_loss_fits(8 * 64, vocab, device="cpu")  # the tiny bench's shape, on whatever this machine has

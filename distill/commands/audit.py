@@ -4,7 +4,7 @@ privacy-utility-fairness curve (:mod:`distill.demo.privacy_sweep`)."""
 from __future__ import annotations
 
 
-from ..cli import BoolAction, add_deprecated_alias
+from ..cli import BoolAction, add_deprecated_alias, number
 
 NAME = "audit"
 HELP = ("Privacy audit: membership inference (loss threshold, reference-calibrated), canary exposure and "
@@ -31,27 +31,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reference", default=None,
                         help="Reference model of the calibrated attack (default: the model's teacher, when known; "
                              "'none' turns the attack off).")
-    parser.add_argument("--num-beams", type=int, default=10, help="Beams of canary extraction.")
+    parser.add_argument("--num-beams", type=number(int, min=1), default=10, help="Beams of canary extraction.")
     parser.add_argument("--sweep", action=BoolAction,
                         help="Train the demo student at several epsilons, with and without CRR, and audit each.")
     parser.add_argument("--quick", action=BoolAction, help="--sweep: the small version (minutes on a CPU).")
     parser.add_argument("--epsilons", default=None,
                         help="--sweep: comma-separated epsilons (inf = no noise; default 1,4,8,inf, --quick 1,8,inf).")
-    parser.add_argument("--seeds", type=int, default=1,
+    parser.add_argument("--seeds", type=number(int, min=1), default=1,
                         help="--sweep: train each (epsilon, method) point with this many seeds (intervals and paired "
                              "tests need 2 or more).")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=number(int, min=1), default=None,
                         help="--sweep: worker processes training side by side (default: one per core, at most 2).")
     parser.add_argument("--members", help="Texts that were in the training data.")
     parser.add_argument("--non-members", help="Held-out texts from the same distribution.")
     parser.add_argument("--text-column", default="text", help="Column of the texts in json/csv/parquet files.")
-    parser.add_argument("--max-examples", type=int, default=None, help="Use at most this many texts of each set.")
+    parser.add_argument("--max-examples", type=number(int, min=1), default=None, help="Use at most this many texts of each set.")
     parser.add_argument("--canary", action="append", default=[], help="A canary text (repeatable).")
-    parser.add_argument("--canary-seed", type=int, action="append", default=[],
+    parser.add_argument("--canary-seed", type=number(int, min=0), action="append", default=[],
                         help="canary_seed of a training run that inserted canaries (repeatable).")
-    parser.add_argument("--num-candidates", type=int, default=1000, help="|R|: random candidates per canary.")
-    parser.add_argument("--batch-size", type=int, default=16, help="Texts per forward pass of the loss attacks.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random canary candidates.")
+    parser.add_argument("--num-candidates", type=number(int, min=1), default=1000, help="|R|: random candidates per canary.")
+    parser.add_argument("--batch-size", type=number(int, min=1), default=16, help="Texts per forward pass of the loss attacks.")
+    parser.add_argument("--seed", type=number(int, min=0), default=0, help="Seed of the random canary candidates.")
     parser.add_argument("--output_dir", default=None, metavar="DIR",
                         help="Directory of audit.json (default: the model directory); with --sweep, the sweep's "
                              "output directory (default: runs/privacy-sweep).")

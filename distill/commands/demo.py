@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from ..cli import BoolAction, add_deprecated_alias
+from ..cli import BoolAction, add_deprecated_alias, number
 
 NAME = "demo"
 HELP = ("Offline end to end: a planted-bias teacher, a plain KD student, a counterfactual-role-reversal student "
@@ -14,11 +14,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output_dir", default=None, help="Output directory (must be new or empty; default runs/demo).")
     add_deprecated_alias(parser, "--out", "--output_dir", metavar="DIR")
     parser.add_argument("--quick", action=BoolAction, help="A smaller run (under 2 minutes on 2 CPU cores).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the corpus, the teacher and the first student.")
+    parser.add_argument("--seed", type=number(int, min=0), default=0, help="Seed of the corpus, the teacher and the first student.")
     parser.add_argument("--architecture", choices=("gpt2", "llama"), default="gpt2",
                         help="Architecture of the demo's teacher (and so of its students): gpt2 (LayerNorm, tied head) "
                              "or llama (RMSNorm, rotary, grouped-query attention, untied head).")
-    parser.add_argument("--seeds", type=int, default=1,
+    parser.add_argument("--seeds", type=number(int, min=1), default=1,
                         help="Train each student with this many seeds (seed, seed+1, ...; one shared teacher) and "
                              "report bias and perplexity as mean and 95%% Student t interval, with paired t-tests "
                              "of the bias comparisons.")

@@ -147,9 +147,12 @@ class DistillationConfig(TrainingArguments):
 
     loss_chunk_size: int | Literal["auto", "off"] = field(
         default="auto",
-        metadata={"range": "[1, inf)", "help": "The loss runs the output layers over chunks of this many positions, so no [batch, length, "
-                  "vocab] tensor is held (same loss and gradients): 'auto' (~32 MiB of float32 logits a chunk on "
-                  "CPU, ~256 MiB on GPU), a number, or 'off' for the plain loss on full logits."},
+        metadata={"range": "[1, inf)", "help": "How the loss meets the vocabulary (same loss and gradients either way): "
+                  "'auto' takes the plain loss on full logits (faster) when its ~8 float32 [batch, length, vocab] "
+                  "copies fit in a quarter of the memory available at the step (CUDA: free + unused cache; CPU: "
+                  "MemAvailable), else runs the output layers over chunks of positions (~32 MiB of float32 logits a "
+                  "chunk on CPU, ~256 MiB on GPU) so no such tensor is held; a number: always chunked, this many "
+                  "positions a chunk; 'off': always the plain loss."},
     )
 
     # ---- KD divergence and teacher cache (distill.divergences, distill.distillation.teacher_cache) ----------------
@@ -314,8 +317,10 @@ class DistillationConfig(TrainingArguments):
                 )
             if self.fp16:
                 raise ConfigError("dp_enabled does not support fp16 loss scaling: use bf16 or float32.")
-            if self.gradient_checkpointing:
-                raise ConfigError("dp_enabled does not support gradient_checkpointing: turn it off.")
+            if (self.gradient_checkpointing or getattr(self, "activation_checkpointing", False)) \
+                    and self.dp_mode != "fast":
+                raise ConfigError(f"dp_mode {self.dp_mode} does not support gradient_checkpointing (opacus' hooks see "
+                                  "each recomputed forward): use dp_mode: fast, or turn gradient_checkpointing off.")
             # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
             self.max_grad_norm = 0.0
 

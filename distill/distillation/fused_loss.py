@@ -28,6 +28,17 @@ recomputes each chunk with the weights ``g_{r(t)} w_t`` instead (as does a secon
 ``retain_graph``: the gradients computed ahead are handed over, not copied). Peak memory is a few ``[n, V]``
 tensors.
 
+**Which path** (``loss_chunk_size: auto``, :func:`plain_loss_fits`): where the whole batch's vocabulary-wide
+tensors fit, the plain loss on full logits is faster (measured on CPU, loss alone with the recipe's terms: plain
+0.72x the fused loss's time at 8 x 64, 0.70x at 2 x 512 with GPT-2's width and vocabulary — one matmul per output
+layer instead of a loop of chunks and a recomputation); it holds about :data:`PLAIN_LOSS_COPIES` float32 copies of
+``[B, T, V]`` at its peak (measured 7.2), against about 2-4 for the fused loss. So ``auto`` takes the plain loss
+when ``PLAIN_LOSS_COPIES · B·T·V · 4`` bytes are at most :data:`PLAIN_LOSS_SHARE` of the memory available at the
+step (CUDA: ``torch.cuda.mem_get_info``'s free bytes plus what PyTorch's cache holds unused; CPU:
+``MemAvailable``), and the fused loss otherwise: GPT-2's vocabulary at 2 x 512 (1.6 GB) takes the plain loss on a
+machine with more than 6.4 GB free, 8 x 1024 (13 GB) the fused one unless 53 GB are free. Figures and commands:
+docs/performance.md.
+
 Own code because the fused kernels that exist (Liger's fused linear JSD / cross-entropy) are GPU kernels for
 one divergence, without a temperature-softened counterfactual target or per-row (DP) reductions.
 """
@@ -46,6 +57,43 @@ from .teacher_side import TeacherSide
 
 #: ``[n, V]`` float32 bytes a chunk may hold per tensor when ``loss_chunk_size`` is ``auto``
 AUTO_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 256 * 2**20}
+
+
+#: float32 ``[B, T, V]`` copies the plain loss holds at its peak (measured 7.2 with the recipe's terms)
+PLAIN_LOSS_COPIES = 8
+#: the share of the available memory the plain loss may take under ``loss_chunk_size: auto``
+PLAIN_LOSS_SHARE = 0.25
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes available to new tensors on ``device``: CUDA's free memory plus PyTorch's unused cache; on a CPU
+    ``MemAvailable`` (Linux), else ``None`` (unknown)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def plain_loss_fits(positions: int, vocab_size: int, device: torch.device | str = "cpu",
+                    available: int | None = None) -> bool:
+    """Whether ``loss_chunk_size: auto`` takes the plain loss for a batch of ``positions`` (``B·T``) positions:
+    :data:`PLAIN_LOSS_COPIES` float32 ``[B·T, V]`` tensors within :data:`PLAIN_LOSS_SHARE` of ``available``
+    bytes (default :func:`available_memory`; unknown: 4 GiB)."""
+    if available is None:
+        available = available_memory(device)
+    if available is None:
+        available = 4 * 2**30
+    return PLAIN_LOSS_COPIES * positions * vocab_size * 4 <= PLAIN_LOSS_SHARE * available
 
 
 def auto_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:

@@ -43,8 +43,9 @@ from .config import DistillationConfig
 from ..errors import ConfigError
 from ..outputs import CACHE_ROW, CONFIG_FILENAME, RECORD_ID, TRAINING_ARGS_FILENAME
 from ..text_data import DistillationCollator
-from .fused_loss import fused_distillation_loss
+from .fused_loss import fused_distillation_loss, plain_loss_fits
 from .losses import distillation_loss, lm_loss
+from .lean import lean_student
 from .models import build_models
 from .parallel import check_parallel_engine
 from .teacher_side import CachedTeacherSide, TeacherOutputs, hidden_output_layer, no_logits, run_teacher, \
@@ -80,6 +81,7 @@ class DistillationTrainer(Trainer):
                                                               tokenizer=processing_class)
         if data_collator is None:
             data_collator = DistillationCollator(pad_token_id=processing_class.pad_token_id)
+        lean_student(model)  # same function, fewer activations kept (distill.distillation.lean)
 
         super().__init__(model=model, args=args, data_collator=data_collator,
                          processing_class=processing_class, **kwargs)
@@ -109,6 +111,9 @@ class DistillationTrainer(Trainer):
         # the loss through both output layers in chunks (fused_loss) when both split off exactly (and are not sharded)
         sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
         self._student_head = hidden_output_layer(self.model) if args.loss_chunk_size != "off" and not sharded else None
+        self._fused_by_shape: dict[tuple[int, int], bool] = {}  # loss_chunk_size auto: (rows, length) -> fused
+        if args.gradient_checkpointing or getattr(args, "activation_checkpointing", False):
+            self._enable_gradient_checkpointing()
         self._setup_counterfactual()
         self.teacher_cache = None
         if args.teacher_cache:  # stored (perturbed) targets replace the teacher forward; checked before training
@@ -122,6 +127,18 @@ class DistillationTrainer(Trainer):
 
             self.privacy = DPSGDEngine(self.accelerator.unwrap_model(self.model), DPSettings.from_config(args))
             self.add_callback(self.privacy.callback)
+
+    def _enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the student's blocks from the start (the Trainer would only at ``train()``, and the DP step
+        and the benchmarks call ``training_step`` directly), non-reentrant unless ``gradient_checkpointing_kwargs``
+        says otherwise: each block is recomputed in backward within the one autograd graph, so the fused loss
+        (which takes its own gradients inside the forward), ``torch.autograd.grad`` on layer outputs (DP fast
+        mode) and inputs that need no gradient all work unchanged."""
+        kwargs = dict(self.args.activation_checkpointing_kwargs or self.args.gradient_checkpointing_kwargs or {})
+        kwargs.setdefault("use_reentrant", False)
+        self.args.activation_checkpointing_kwargs = kwargs
+        student = self.accelerator.unwrap_model(self.model)
+        student.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
 
     # ------------------------------------------------------------------------------------------------
     # hooks for counterfactual role reversal (see distill.counterfactual)
@@ -234,33 +251,45 @@ class DistillationTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------
     # loss
     # ------------------------------------------------------------------------------------------------
-    def uses_fused_loss(self) -> bool:
+    def uses_fused_loss(self, inputs: dict[str, Any] | None = None) -> bool:
         """Whether the loss runs through both output layers in chunks (:mod:`distill.distillation.fused_loss`):
         the student's output layer splits off (``loss_chunk_size`` not ``off``, no sharding), and so does the
-        teacher's when a term reads the teacher and there is no cache."""
+        teacher's when a term reads the teacher and there is no cache; with ``loss_chunk_size: auto`` and a batch
+        (``inputs``), only where the plain loss's ``[B, T, V]`` tensors would not fit well within the memory
+        available (:func:`~distill.distillation.fused_loss.plain_loss_fits`; decided once per batch shape)."""
         args = self.args
-        return self._student_head is not None and (
+        can = self._student_head is not None and (
             self.teacher_cache is not None or self._teacher_split is not None
             or (args.alpha_kd == 0 and args.alpha_cos == 0))
+        if not can or args.loss_chunk_size != "auto" or inputs is None:
+            return can
+        ids = inputs["input_ids"]
+        rows = ids.shape[0] * (1 + (self.token_swapper is not None and args.alpha_kd > 0))  # CRR: x̃ rows too
+        key = (rows, ids.shape[-1])
+        if key not in self._fused_by_shape:
+            self._fused_by_shape[key] = not plain_loss_fits(rows * ids.shape[-1], self._student_head.weight.shape[0],
+                                                            ids.device)
+        return self._fused_by_shape[key]
 
     def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
         """:meth:`distillation_step_loss` through the fused loss, or ``None`` where it does not apply
         (:meth:`uses_fused_loss`)."""
-        return self.distillation_step_loss(model, inputs, per_row) if self.uses_fused_loss() else None
+        return self.distillation_step_loss(model, inputs, per_row, fused=True) if self.uses_fused_loss() else None
 
     def distillation_step_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False,
-                               fused: bool = True):
+                               fused: bool | None = None):
         """Student and teacher forward on a batch, and ``α_kd·T²·KL + α_lm·CE + α_cos·(1−cos)``.
 
         Returns ``(loss, parts, student_outputs)``: the loss is the mean over the batch's counted tokens, or with
         ``per_row=True`` one loss per row ``[B]`` (each row's own token mean: what DP-SGD clips); ``parts`` are
         the detached batch means of the terms (and ``crr_swapped_share`` with role reversal). ``fused``: through
-        both output layers in chunks where :meth:`uses_fused_loss`
+        both output layers in chunks where :meth:`uses_fused_loss` (``None``: as ``loss_chunk_size`` decides for
+        this batch; ``True``: wherever the output layers split off)
         (:func:`~distill.distillation.fused_loss.fused_distillation_loss`: the same loss and gradients without any
         ``[B, T, V]`` tensor; the student's outputs hold no logits), else through the logits
         (:func:`~distill.distillation.losses.distillation_loss`)."""
         args = self.args
-        fused = fused and self.uses_fused_loss()
+        fused = fused is not False and self.uses_fused_loss(None if fused else inputs)
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
         if fused:
@@ -290,7 +319,7 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):
-        loss, parts, outputs = self.distillation_step_loss(model, inputs, fused=not return_outputs)
+        loss, parts, outputs = self.distillation_step_loss(model, inputs, fused=False if return_outputs else None)
         self._record_metrics(parts, inputs["input_ids"].shape[0])
         return (loss, outputs) if return_outputs else loss
 

@@ -183,6 +183,7 @@ class BookKeepingClipper:
         Returns the per-record gradient norms before clipping and the clipping factors (``[R]`` each).
         """
         captured, self._captured = self._captured, []
+        self._active = False  # gradient checkpointing reruns the forward inside this backward: nothing to capture
         if not captured:
             raise DistillError("No trainable layer ran in the forward pass under dp_mode fast.")
         seen = set()
