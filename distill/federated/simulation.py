@@ -31,7 +31,8 @@ import torch
 
 from ..distillation.config import DistillationConfig
 from ..errors import ConfigError
-from ..outputs import CONFIG_FILENAME, FL_PLOT_FILENAME, FL_REPORT_FILENAME, RESULTS_FILENAME
+from ..outputs import (CONFIG_FILENAME, FL_PLOT_FILENAME, FL_REPORT_FILENAME, RESULTS_FILENAME, RUN_REPORT_FILES,
+                       new_run_id, write_run_id)
 from .app import DeviceRecords, LocalTrain, make_client_app, make_server_app
 from .config import FederatedConfig
 from .devices import DeviceData
@@ -198,6 +199,10 @@ def save_outputs(out: str, args: DistillationConfig, student: torch.nn.Module, t
 
     evaluator.load(state)  # the final global weights (frozen parameters are the initial ones everywhere)
     os.makedirs(out, exist_ok=True)
+    for name in RUN_REPORT_FILES:  # an overwritten directory keeps no report of its earlier run
+        if os.path.isfile(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+    write_run_id(out, new_run_id())  # every report written below carries it; the card reads only those
     tmp = tempfile.mkdtemp(prefix=".saving-", dir=out)
     try:
         student.save_pretrained(tmp, safe_serialization=True)
