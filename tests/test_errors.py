@@ -138,7 +138,7 @@ def test_outputs_that_are_files_fail_first(tmp_path, capsys):
     _fails(capsys, ["evaluate", "--model", "./no/model", "--output_dir", str(afile)], "--output_dir", "existing file")
     _fails(capsys, ["train", "--output_dir", str(afile), "--dataset_name", "builtin:tiny"], "--output_dir",
            "existing file")
-    _fails(capsys, ["demo", "--out", str(afile)], "--out", "existing file")
+    _fails(capsys, ["demo", "--output_dir", str(afile)], "--output_dir", "existing file")
     _fails(capsys, ["tiny-teacher", "--output-dir", str(afile / "below")], "--output_dir", "is a file")
     _fails(capsys, ["audit", "--model", "./no/model", "--canary-seed", "1", "--output_dir", str(afile)],
            "--output_dir", "existing file")
@@ -387,7 +387,7 @@ def no_network(monkeypatch):
 
 
 def test_hub_names_without_network_say_what_was_tried(no_network, tmp_path, capsys, monkeypatch):
-    line = _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--out", str(tmp_path / "r")],
+    line = _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--output_dir", str(tmp_path / "r")],
                   "nobody-xyz/no-such-model", "not a local directory", "not in the Hugging Face cache",
                   "could not be reached", "simulated: no route to host")
     assert "HF_HUB_OFFLINE" not in line
@@ -395,7 +395,7 @@ def test_hub_names_without_network_say_what_was_tried(no_network, tmp_path, caps
     # a name under an existing local directory is a local path that does not exist, at once
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)
-    line = _fails(capsys, ["evaluate", "--model", "runs/nothere", "--out", str(tmp_path / "r")],
+    line = _fails(capsys, ["evaluate", "--model", "runs/nothere", "--output_dir", str(tmp_path / "r")],
                   "'runs/nothere' does not exist")
     assert "HF_HUB_OFFLINE" not in line and "Hub could not" not in line
     assert not (tmp_path / "r").exists()
@@ -404,7 +404,7 @@ def test_hub_names_without_network_say_what_was_tried(no_network, tmp_path, caps
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
 def test_offline_is_named_only_when_set(no_network, tmp_path, capsys, monkeypatch, variable):
     monkeypatch.setenv(variable, "1")
-    _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--out", str(tmp_path / "r")],
+    _fails(capsys, ["evaluate", "--model", "nobody-xyz/no-such-model", "--output_dir", str(tmp_path / "r")],
            f"{variable} is set", "not in the Hugging Face cache")
     assert no_network == []  # offline: the Hub is not even tried
 
@@ -478,7 +478,7 @@ def test_overwrite_removes_earlier_reports_and_the_card_reads_only_this_runs(tin
     assert read_run(str(out)).fairness["cooccurrence_bias_mean_abs"] == 0.987654
     # `distill evaluate` of the model directory stamps its run id: the card accepts that report
     os.remove(out / "fairness.json")
-    assert cli_main(["evaluate", "--model", str(out), "--out", str(out), "--occupations", "nurse", "--quiet",
+    assert cli_main(["evaluate", "--model", str(out), "--output_dir", str(out), "--occupations", "nurse", "--quiet",
                      "--greedy", "--no-plot", "--max-new-tokens", "2", "--max-prompts-per-group", "1",
                      "--metrics", "cooccurrence"]) == 0
     assert json.loads((out / "fairness.json").read_text())["run_id"] == second
