@@ -408,7 +408,7 @@ def test_evaluate_into_the_model_dir_refreshes_the_card(trained, tmp_path, capsy
 def test_push_refreshes_a_generated_card_with_the_reports(trained, tmp_path, fake_hub):
     model = _copy(trained[0], tmp_path)
     with open(os.path.join(model, "fairness.json"), "w") as fh:
-        json.dump(FAIRNESS, fh)
+        json.dump({**FAIRNESS, "run_id": read_run_id(model)}, fh)
     assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
     card = ModelCard.load(os.path.join(model, "README.md"))
     assert "cooccurrence_bias_mean_abs" in _metrics(card) and 'from_pretrained("x/y")' in card.text
@@ -421,8 +421,9 @@ def test_dp_push_leaves_out_unprotected_files_unless_asked(trained, tmp_path, fa
 
     model = _copy(trained[0], tmp_path)
     with open(os.path.join(model, "privacy.json"), "w") as fh:
-        json.dump({**PRIVACY, "privacy_unit": "one record", "outside_epsilon": list(OUTSIDE_EPSILON),
-                   "frozen_parameters": {"names": [], "why_public": "none"}}, fh)
+        json.dump({**PRIVACY, "run_id": read_run_id(model), "privacy_unit": "one record",
+                   "outside_epsilon": list(OUTSIDE_EPSILON), "frozen_parameters": {"names": [], "why_public": "none"}},
+                  fh)
     open(os.path.join(model, "train_results.json"), "w").write('{"train_loss": 1.0, "train_runtime": 2.5}')
     assert cli_main(["push", "--model", model, "--repo-id", "x/y", "--token", TOKEN]) == 0
     files = set(fake_hub.uploads()[0]["files"])
@@ -450,7 +451,7 @@ FL_REPORT = {"flwr_version": "1.0", "local_dp": False,
 def test_card_force_keeps_the_federated_section(trained, tmp_path):
     model = _copy(trained[0], tmp_path)
     with open(os.path.join(model, "fl_report.json"), "w") as fh:
-        json.dump(FL_REPORT, fh)
+        json.dump({**FL_REPORT, "run_id": read_run_id(model)}, fh)
     path = os.path.join(model, "README.md")
     with open(path, "w") as fh:
         fh.write("# my own card\n")
