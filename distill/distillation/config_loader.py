@@ -188,29 +188,20 @@ def _convert(tp, value):
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise _Bad
-    if tp is int:
+    if tp in (int, float):  # a bool is not a number here; an int key takes a float only when it is whole
         if isinstance(value, bool):
             raise _Bad
+        if isinstance(value, str):
+            try:
+                return tp(value.strip())
+            except ValueError:
+                raise _Bad from None
+        if tp is float and isinstance(value, (int, float)):
+            return float(value)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise _Bad from None
-        raise _Bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise _Bad
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise _Bad from None
         raise _Bad
     if tp is str:
         if isinstance(value, str):
