@@ -1,5 +1,12 @@
 import os
 
+# Under pytest-xdist (the default, see pyproject's addopts) the workers share the cores: one intra-op thread each,
+# set before torch is imported anywhere (subprocesses such as `accelerate launch` inherit it).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,11 +21,32 @@ tune_cpu_allocator()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (the multi-process tests start two processes each)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow (multi-process, end-to-end) tests first, so that parallel workers start them early and
+    the short files fill the gaps (longest-first scheduling); the order within a file is kept."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
+def shared_dir(tmp_path_factory, name: str):
+    """A directory shared by every worker of this test session (one per session without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
-    """Builtin models are created once per test session in a private cache."""
+    """Builtin models are created once per test session (all workers) in a private cache."""
     if "FAIR_DISTILL_CACHE" not in os.environ:
-        os.environ["FAIR_DISTILL_CACHE"] = str(tmp_path_factory.mktemp("fair-distill-cache"))
+        os.environ["FAIR_DISTILL_CACHE"] = str(shared_dir(tmp_path_factory, "fair-distill-cache"))
     yield
 
 
@@ -32,11 +60,17 @@ def gpt2_tok():
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory):
     """A small GPT-2 (real GPT-2 tokenizer, 4 blocks of width 32), briefly trained, saved with safetensors."""
+    from filelock import FileLock
+
     from distill.builtin.tiny_models import TinyTeacherSpec, train_tiny_teacher
 
-    path = tmp_path_factory.mktemp("teacher") / "tiny"
-    spec = TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8, block_size=32)
-    return str(train_tiny_teacher(str(path), spec, progress=False))
+    root = shared_dir(tmp_path_factory, "teacher")
+    path = root / "tiny"
+    with FileLock(str(root / "tiny.lock")):  # trained once; the other workers wait for it
+        if not (path / "config.json").is_file():
+            spec = TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8, block_size=32)
+            train_tiny_teacher(str(path), spec, progress=False)
+    return str(path)
 
 
 @pytest.fixture

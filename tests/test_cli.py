@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from mp_helpers.launch import free_port
 
 
 def _distill(*args, env=None, timeout=1500):
@@ -58,7 +59,7 @@ def test_accelerate_launch_two_processes(tmp_path, tiny_teacher_dir):
     """torchrun-style launch (accelerate's --multi_gpu) on CPU: use_cpu in the config selects gloo/MULTI_CPU."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", "train",
+           "--main_process_port", str(free_port()), "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "distill", "train",
            "--config", "configs/tiny.yaml", "--teacher_model_name_or_path", tiny_teacher_dir,
            "--output_dir", str(out), "--max_steps", "4", "--eval_strategy", "no", "--eval_on_start", "false",
            "--save_strategy", "no", "--per_device_train_batch_size", "2", "--block_size", "32",

@@ -91,3 +91,66 @@ def test_the_trainer_builds_with_it(tiny_args, one_layer_student):
 
     trainer = DistillationTrainer(args=tiny_args(student_model_name_or_path=one_layer_student))
     assert trainer.model.config.n_layer == 1 and trainer.teacher.config.n_layer == 4
+
+
+def test_builtin_model_is_trained_once_when_processes_race(tmp_path, monkeypatch):
+    """Two callers asking for `builtin:tiny-gpt2` at once (two ranks, two test workers): one trains, the other
+    waits for it and gets the same directory."""
+    import os
+    import threading
+    import time
+
+    from distill.builtin import tiny_models
+
+    monkeypatch.setenv("FAIR_DISTILL_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def slow_train(path, spec):
+        calls.append(path)
+        time.sleep(0.5)  # the other caller arrives while this one trains
+        os.makedirs(path)
+        with open(os.path.join(path, "config.json"), "w") as fh:
+            fh.write("{}")
+        return path
+
+    monkeypatch.setattr(tiny_models, "train_tiny_teacher", slow_train)
+    paths = []
+    threads = [threading.Thread(target=lambda: paths.append(tiny_models.ensure_builtin_model("tiny-gpt2")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and paths == [calls[0], calls[0]]
+
+
+def test_tiny_teacher_chunked_loss_equals_the_models_own_loss(gpt2_tok):
+    """The builtin teacher's chunked next-token loss: the model's cross-entropy and the same gradients, padded
+    rows included (the chunks split the positions unevenly)."""
+    from distill.builtin import tiny_models
+    from distill.text_data import DistillationCollator
+
+    torch.manual_seed(0)
+    model = tiny_models.tiny_causal_lm(tiny_models.TinyTeacherSpec(n_layer=1, n_embd=16, n_head=2), gpt2_tok).eval()
+    batch = DistillationCollator(pad_token_id=gpt2_tok.pad_token_id)(
+        [{"input_ids": torch.randint(0, len(gpt2_tok), (n,)).tolist()} for n in (12, 7, 12)])
+    grads = []
+    for chunked in (False, True):
+        model.zero_grad()
+        loss = tiny_models.lm_loss(model, batch, chunked)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (plain, g_plain), (chunk, g_chunk) = grads
+    assert torch.allclose(plain, chunk, rtol=1e-5)
+    for name in g_plain:
+        assert torch.allclose(g_plain[name], g_chunk[name], rtol=1e-4, atol=1e-7), name
+    # several chunks of uneven size give the same loss as one
+    h, w = torch.randn(23, 16), torch.randn(50, 16)
+    y = torch.randint(0, 50, (23,))
+    y[[3, 9]] = -100
+    ref = torch.nn.functional.cross_entropy(h @ w.T, y, ignore_index=-100)
+    assert torch.allclose(tiny_models.chunked_lm_loss(h, w, y, chunk=5), ref, rtol=1e-5)
+    # the builtin GPT-2 vocabulary takes the chunked loss, the demo's restricted one does not
+    spec = tiny_models.TinyTeacherSpec()
+    assert spec.batch_size * spec.block_size * len(gpt2_tok) * 4 > tiny_models.CHUNKED_LOSS_BYTES
+    assert spec.batch_size * spec.block_size * 2000 * 4 <= tiny_models.CHUNKED_LOSS_BYTES

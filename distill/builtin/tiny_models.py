@@ -4,6 +4,13 @@ The tiny teacher has GPT-2's real tokenizer (50257 BPE tokens, from the ``gpt3-t
 small GPT-2 architecture, trained for a few hundred steps on the offline ``builtin:tiny`` corpus so that
 its predictions carry signal worth distilling. It is created once and cached in
 ``$FAIR_DISTILL_CACHE`` (default ``~/.cache/fair-distill``).
+
+With GPT-2's vocabulary the output layer is most of a step (16 x 32 positions x 50257 logits against a 64-wide
+body), so the language-model loss is taken in chunks of positions (:func:`chunked_lm_loss`): each chunk's
+logits, softmax and gradients exist only inside the forward, ``∂L/∂h`` and ``∂L/∂W`` are kept. Same loss and
+gradients as the one-matmul cross-entropy (tested), less memory traffic; a small vocabulary (the demo's
+restricted tokenizer) keeps the one-matmul loss, which is faster there. Own code because the library versions
+(Liger's fused linear cross-entropy) are GPU kernels.
 """
 
 from __future__ import annotations
@@ -63,6 +70,65 @@ def tiny_causal_lm(spec: TinyTeacherSpec, tokenizer):
     raise ConfigError(f"Unknown tiny-model architecture '{spec.architecture}': use gpt2 or llama.")
 
 
+#: the chunked loss is used when one step's full logits would exceed this many bytes (float32)
+CHUNKED_LOSS_BYTES = 32 * 2**20
+#: positions a chunk of :func:`chunked_lm_loss` holds
+LOSS_CHUNK = 128
+
+
+def chunked_lm_loss(hidden, weight, labels, chunk: int = LOSS_CHUNK):
+    """Mean next-token cross-entropy of ``hidden @ weight.T`` over labelled positions, in chunks of positions.
+
+    ``hidden [N, H]``, ``weight [V, H]``, ``labels [N]``: the targets already aligned with ``hidden`` (-100: not
+    counted). For a chunk with logits ``z`` and ``p = softmax(z)``:
+    ``ℓ = logsumexp(z) − z_y``, ``∂ℓ/∂z = p − onehot(y)``, ``∂ℓ/∂h = (p − onehot(y)) W``,
+    ``∂ℓ/∂W = (p − onehot(y))ᵀ h``; the sums are divided by the number of counted positions.
+    """
+    import torch
+
+    class _Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, h, w):
+            rows = (labels != -100).nonzero().squeeze(1)
+            count = max(int(rows.numel()), 1)
+            grad_h, grad_w = torch.zeros_like(h), torch.zeros_like(w)
+            total = torch.zeros((), dtype=torch.float64)
+            with torch.no_grad():
+                for start in range(0, rows.numel(), chunk):
+                    idx = rows[start:start + chunk]
+                    hc, y = h[idx], labels[idx]
+                    z = hc @ w.T
+                    lse = torch.logsumexp(z, dim=-1)
+                    total += (lse - z.gather(1, y[:, None]).squeeze(1)).sum().double()
+                    p = z.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                    p[torch.arange(idx.numel()), y] -= 1
+                    grad_h[idx] = p @ w
+                    grad_w.addmm_(p.T, hc)
+            ctx.save_for_backward(grad_h / count, grad_w / count)
+            return (total / count).to(h.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad_h, grad_w = ctx.saved_tensors
+            return grad_h * grad, grad_w * grad
+
+    return _Fn.apply(hidden, weight)
+
+
+def lm_loss(model, batch, chunked: bool):
+    """The next-token loss of ``model`` on ``batch`` (input_ids, attention_mask, position_ids, labels)."""
+    if not chunked:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     position_ids=batch["position_ids"], labels=batch["labels"]).loss
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ConfigError("The chunked loss of the tiny teacher expects an output layer without bias.")
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              position_ids=batch["position_ids"]).last_hidden_state
+    labels = batch["labels"][:, 1:].reshape(-1)  # position t predicts token t + 1
+    return chunked_lm_loss(hidden[:, :-1].reshape(-1, hidden.shape[-1]), head.weight, labels)
+
+
 def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, texts: list[str] | None = None,
                        progress: bool = True, tokenizer=None) -> str:
     """Create and train a tiny GPT-2 LM, save it (safetensors + tokenizer) to ``output_dir`` atomically.
@@ -89,13 +155,13 @@ def train_tiny_teacher(output_dir: str, spec: TinyTeacherSpec | None = None, tex
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.learning_rate, total_steps=spec.steps,
                                                 pct_start=0.1)
     gen = torch.Generator().manual_seed(spec.seed)
+    chunked = spec.batch_size * spec.block_size * len(tok) * 4 > CHUNKED_LOSS_BYTES
     model.train()
     bar = tqdm(range(spec.steps), desc="Training tiny teacher", disable=not progress)
     for _ in bar:
         idx = torch.randint(0, len(rows), (spec.batch_size,), generator=gen).tolist()
         batch = collate([{"input_ids": rows[i]} for i in idx])
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     position_ids=batch["position_ids"], labels=batch["labels"]).loss
+        loss = lm_loss(model, batch, chunked)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -124,11 +190,14 @@ def ensure_builtin_model(name: str) -> str:
     if name not in BUILTIN_MODELS:
         raise ConfigError(f"Unknown builtin model 'builtin:{name}'. Known: "
                           + ", ".join(f"builtin:{k}" for k in BUILTIN_MODELS) + ".")
+    from filelock import FileLock
+
     path = os.path.join(cache_dir(), f"{name}-{CACHE_VERSION}")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        logger.warning("Creating builtin:%s in %s (first use, once; about a minute on CPU).", name, path)
-        try:
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    os.makedirs(cache_dir(), exist_ok=True)
+    with FileLock(path + ".lock"):  # several processes (accelerate launch, parallel tests): one trains, the rest wait
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            logger.warning("Creating builtin:%s in %s (first use, once; about a minute on CPU).", name, path)
             train_tiny_teacher(path, BUILTIN_MODELS[name])
-        except FileExistsError:  # another process finished first
-            pass
     return path
