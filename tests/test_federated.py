@@ -333,3 +333,40 @@ def test_central_dp_aggregate_is_the_unweighted_mean_of_clipped_updates(monkeypa
                          partition_alpha=0.2)  # unequal record counts: the weights must not matter
     _, done = _run_server_in_process(monkeypatch, fl, local, [f"t{i}" for i in range(30)])
     assert np.allclose(done["state"]["w"].numpy(), [1.0, 0.5, 0, 0], atol=1e-4)  # 2 rounds x (0.5, 0.25)
+
+
+def _fl_report(biases_by_round, by_profession):
+    rounds = [{"round": r, "cooccurrence_bias_mean_abs": b, "perplexity": 3.0 - r / 10} for r, b in
+              enumerate(biases_by_round)]
+    final = rounds[-1]
+    final["cooccurrence_bias_by_profession"] = by_profession
+    final["cooccurrence_bias_ci95"] = [final["cooccurrence_bias_mean_abs"] - 0.01,
+                                       final["cooccurrence_bias_mean_abs"] + 0.01]
+    final["num_bias_prompts"] = 6 * len(by_profession)
+    return {"rounds": rounds, "runtime_seconds": 1.0}
+
+
+def test_compare_reports_intervals_paired_differences_and_round_swing():
+    from distill.federated.report import bias_swing, compare_bias, comparison_rows, format_table
+
+    base = _fl_report([0.30, 0.20, 0.26, 0.22], {"nurse": 0.4, "pilot": -0.3, "chef": 0.2, "judge": -0.1})
+    lower = _fl_report([0.30, 0.10, 0.11, 0.10], {"nurse": 0.2, "pilot": -0.1, "chef": 0.05, "judge": 0.0})
+    # swing: mean |change| over rounds after the first: |0.26-0.20|, |0.22-0.26|
+    assert bias_swing(base["rounds"]) == pytest.approx((0.06 + 0.04) / 2)
+    assert bias_swing(base["rounds"][:2]) is None
+    c = compare_bias(lower, base)
+    d = [0.2 - 0.4, 0.1 - 0.3, 0.05 - 0.2, 0.0 - 0.1]  # |b| differences, profession by profession
+    assert c["n"] == 4 and c["mean_difference"] == pytest.approx(sum(d) / 4)
+    assert c["verdict"] == "lower" and c["ci95"][1] < 0
+    assert c["swing"] == pytest.approx(0.05) and c["within_swing"] is False  # |-0.1625| > 0.05
+    # a difference within the swing is flagged even when the professions separate it
+    close = _fl_report([0.3, 0.2, 0.24, 0.22], {"nurse": 0.39, "pilot": -0.29, "chef": 0.19, "judge": -0.09})
+    assert compare_bias(close, base)["within_swing"] is True
+    rows = comparison_rows({"uniform-static": base, "activity-static": lower})
+    assert rows[0]["bias_vs_first"] is None and rows[1]["bias_vs_first"]["verdict"] == "lower"
+    assert rows[1]["final_bias_ci95"] == pytest.approx([0.09, 0.11]) and rows[1]["num_bias_prompts"] == 24
+    table = format_table(rows)
+    assert "0.100 [0.090, 0.110]" in table and "lower" in table and "over 24 profession prompts" in table
+    # a report without per-profession values (older fl_report.json) compares as "-"
+    old = {"rounds": [{"round": 0, "cooccurrence_bias_mean_abs": 0.2}], "runtime_seconds": 1.0}
+    assert compare_bias(old, base) is None

@@ -65,6 +65,12 @@ def test_three_devices_two_rounds_with_a_failing_device(tmp_path, tiny_args):
     assert sum(on_disk["devices"]["sizes"]) == 48 and rounds[1]["held_records"] == on_disk["devices"]["sizes"]
     for r in rounds:
         assert np.isfinite(r["perplexity"]) and np.isfinite(r["cooccurrence_bias_mean_abs"])
+        # the bias is the mean |b_g| over the professions asked, with its interval over them
+        by = r["cooccurrence_bias_by_profession"]
+        assert set(by) == {"nurse", "carpenter"} and r["num_bias_prompts"] == 12  # 2 professions x 6 templates
+        assert r["cooccurrence_bias_mean_abs"] == pytest.approx(np.mean(np.abs(list(by.values()))))
+        lo, hi = r["cooccurrence_bias_ci95"]
+        assert lo <= r["cooccurrence_bias_mean_abs"] <= hi
     assert rounds[1]["probabilities"] == pytest.approx(np.array(counts) / sum(counts))
     # the global student moved, and is saved with a card that says how it was trained
     assert rounds[2]["perplexity"] != rounds[0]["perplexity"]
@@ -74,6 +80,7 @@ def test_three_devices_two_rounds_with_a_failing_device(tmp_path, tiny_args):
     assert set(names) <= set(saved) | {"lm_head.weight"}
     card = (out / "README.md").read_text()
     assert "## Federated training" in card and "trained **federatedly**" in card
+    assert "95 % interval over the professions asked: [" in card and ", 12 prompts)" in card
     assert "| devices (N) | 3 |" in card and "| selection | activity" in card and "| device failures | 1 |" in card
     for name in ("fl_rounds.png", "fairness.json", "distill_config.yaml", "tokenizer.json"):
         assert (out / name).is_file(), name

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from distill.fairness.statistics import compare, format_interval, mean, paired_test, summary, t_interval, verdict
+from distill.fairness.statistics import (compare, format_interval, mean, paired_difference, paired_test, summary,
+                                        t_interval, verdict)
 
 
 def test_mean_and_t_interval_by_hand():
@@ -61,3 +62,28 @@ def test_cannot_tell_when_seeds_disagree_or_are_too_few():
 def test_format_interval():
     assert format_interval({"mean": 0.5, "ci95": [0.25, 0.75]}) == "0.500 [0.250, 0.750]"
     assert format_interval({"mean": 0.5, "ci95": None}, ".2f") == "0.50"
+
+
+def test_paired_difference_two_sided_by_hand():
+    from scipy.stats import t as student_t
+
+    # |bias| of 5 professions under two runs: run a is lower on every one
+    a, b = [0.10, 0.22, 0.05, 0.31, 0.12], [0.18, 0.35, 0.09, 0.40, 0.15]
+    d = [x - y for x, y in zip(a, b)]
+    dm = sum(d) / 5
+    sd = math.sqrt(sum((x - dm) ** 2 for x in d) / 4)
+    t = dm / (sd / math.sqrt(5))
+    half = student_t.ppf(0.975, 4) * sd / math.sqrt(5)
+    res = paired_difference(a, b)
+    assert res["n"] == 5 and res["mean_difference"] == pytest.approx(dm)
+    assert res["ci95"] == pytest.approx([dm - half, dm + half])
+    assert res["p_value"] == pytest.approx(2 * student_t.cdf(-abs(t), 4))  # two-sided
+    assert res["verdict"] == "lower" and paired_difference(b, a)["verdict"] == "higher"
+    # differences of both signs: the interval holds 0
+    mixed = paired_difference([0.1, 0.3, 0.2, 0.25], [0.2, 0.1, 0.25, 0.2])
+    assert mixed["ci95"][0] < 0 < mixed["ci95"][1] and mixed["verdict"] == "cannot tell"
+    assert paired_difference([0.1], [0.2]) | {"method": None} == {
+        "n": 1, "mean_difference": pytest.approx(-0.1), "ci95": None, "p_value": None, "verdict": "cannot tell",
+        "method": None}
+    with pytest.raises(ValueError, match="as many"):
+        paired_difference([1.0], [1.0, 2.0])

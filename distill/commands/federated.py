@@ -70,7 +70,7 @@ def run_one(args, fl, name=None, texts=None) -> dict:
 
 def run_compare(args, fl) -> dict:
     """uniform vs activity selection x static vs continual setting, same everything else."""
-    from ..federated.report import format_table, plot_rounds, summary_row, write_json
+    from ..federated.report import comparison_rows, format_table, plot_rounds, write_json
     from ..federated.simulation import check_output_dir
 
     out = args.output_dir
@@ -82,7 +82,7 @@ def run_compare(args, fl) -> dict:
                                      storage=fl.storage if setting == "continual" else None)
         run_args = dataclasses.replace(args, output_dir=os.path.join(out, name))
         reports[name] = run_one(run_args, run_fl, name=name)
-    rows = [summary_row(n, r) for n, r in reports.items()]
+    rows = comparison_rows(reports)
     table = format_table(rows)
     write_json({"federated": fl.to_dict(), "rows": rows}, os.path.join(out, FL_COMPARE_FILENAME))
     plot_rounds({n: r["rounds"] for n, r in reports.items()}, os.path.join(out, FL_COMPARE_PLOT),

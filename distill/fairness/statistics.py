@@ -1,7 +1,9 @@
 """Statistics over seeds: the mean, its Student t interval, and a one-sided paired t-test.
 
 A comparison between two training methods is made over ``n`` seeds; seed ``i`` trains both methods (paired
-design: the same initialisation seed, data order and CDA coin flips where both use them).
+design: the same initialisation seed, data order and CDA coin flips where both use them). The same functions
+serve where the pairs are the professions two models were both asked about (:func:`paired_difference`): the
+interval then says how far the prompts asked, not the training seed, move the figure.
 
 * **Mean and t interval** of values ``x_1..x_n``: ``x̄ ± t_{1-(1-c)/2, n-1} · s / √n`` with ``s`` the sample
   standard deviation (``n - 1`` in the denominator) and ``c`` the confidence (0.95). With one value there is no
@@ -86,6 +88,28 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict:
     res = ttest_rel(xa, xb, alternative="less")
     result["t"], result["p_value"] = float(res.statistic), float(res.pvalue)
     return result
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], unit: str = "professions") -> dict:
+    """Two-sided: is ``a`` different from ``b``? Pairs ``a_i``, ``b_i`` measured on the same unit ``i``.
+
+    ``mean_difference`` (of ``a - b``) with its Student t ``ci95``, the two-sided paired t-test's ``p_value``
+    (``scipy.stats.ttest_rel``), and ``verdict``: "lower" or "higher" when the interval excludes 0, else
+    "cannot tell". Fewer than two pairs: no interval, no test, "cannot tell"."""
+    from scipy.stats import ttest_rel
+
+    xa, xb = _floats(a), _floats(b)
+    if len(xa) != len(xb):
+        raise ValueError(f"A paired comparison needs as many values on each side, got {len(xa)} and {len(xb)}.")
+    diffs = [x - y for x, y in zip(xa, xb)]
+    ci = t_interval(diffs)
+    p = None
+    if ci is not None and not all(x == diffs[0] for x in diffs):
+        p = float(ttest_rel(xa, xb).pvalue)
+    lower, higher = ci is not None and ci[1] < 0, ci is not None and ci[0] > 0
+    return {"n": len(diffs), "mean_difference": mean(diffs), "ci95": None if ci is None else [ci[0], ci[1]],
+            "p_value": p, "verdict": "lower" if lower else "higher" if higher else "cannot tell",
+            "method": f"95 % Student t interval of the paired difference over {unit}; two-sided paired t-test"}
 
 
 def verdict(test: dict, alpha: float = 0.05) -> str:

@@ -4,7 +4,11 @@
   :func:`distill.fairness.scoring.heldout_perplexity`;
 * fairness: :func:`distill.fairness.evaluate_disparity`'s co-occurrence bias on the configured profession
   prompts (one forward pass, no sampling): ``cooccurrence_bias_mean_abs`` = mean over professions of
-  |log Σp(female next word) − log Σp(male next word)|, and its signed mean.
+  |b_g|, b_g = log Σp(female next word) − log Σp(male next word) averaged over profession g's prompts, and its
+  signed mean; ``cooccurrence_bias_ci95``, the Student t interval of that mean over the professions (how much
+  the figure depends on which professions were asked: an interval, not a training-noise estimate), and
+  ``cooccurrence_bias_by_profession`` (b_g), which lets two runs be compared profession by profession
+  (:func:`distill.federated.report.compare_bias`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from ..fairness.scoring import heldout_perplexity
 from ..fairness.evaluator import evaluate_disparity
 from ..fairness.prompts import PromptSet
+from ..fairness.statistics import t_interval
 
 
 class GlobalEvaluator:
@@ -41,4 +46,10 @@ class GlobalEvaluator:
         self.last_report = report
         out["cooccurrence_bias_mean_abs"] = report.get("cooccurrence_bias_mean_abs")
         out["cooccurrence_bias_mean"] = report.get("cooccurrence_bias_mean")
+        by_profession = {r["profession"]: r["cooccurrence_bias"] for r in report.get("per_profession", [])
+                         if r.get("cooccurrence_bias") is not None}
+        interval = t_interval([abs(b) for b in by_profession.values()]) if by_profession else None
+        out["cooccurrence_bias_ci95"] = None if interval is None else [interval[0], interval[1]]
+        out["cooccurrence_bias_by_profession"] = by_profession
+        out["num_bias_prompts"] = report.get("num_neutral_prompts")
         return out

@@ -1,5 +1,18 @@
 """The outputs of a federated run: ``fl_report.json``, a per-round log line, plots, the comparison table, and
-the "Federated training" section of the model card (built from ``fl_report.json`` on disk)."""
+the "Federated training" section of the model card (built from ``fl_report.json`` on disk).
+
+The comparison (``distill federated --compare``) trains one global student per (selection, setting) and says
+how sure each bias difference is, two ways:
+
+* **over prompts**: each run's final ``|bias|`` carries a 95 % interval over the professions asked, and each
+  run is compared with the first one profession by profession (:func:`compare_bias`: the paired difference of
+  ``|b_g|``, its interval and a two-sided paired t-test; "cannot tell" when the interval holds 0);
+* **over rounds**: ``bias_swing``, the mean ``| |bias|_r − |bias|_{r−1} |`` over the run's rounds after the
+  first, how much the figure moves from one round to the next; a difference smaller than the swing is flagged
+  (``within_swing``) even when the prompts separate it, because another round could reverse it.
+
+Neither is an interval over training seeds: one seed trains each run (``distill audit --sweep --seeds N`` and
+``distill demo --seeds N`` repeat training)."""
 
 from __future__ import annotations
 
@@ -9,6 +22,7 @@ import os
 import tempfile
 from typing import Any
 
+from ..fairness.statistics import paired_difference
 from ..hub.federated_section import CARD_MARKER, card_section
 from ..outputs import CARD_FILENAME, FL_REPORT_FILENAME, RUN_ID_KEY, read_run_id
 
@@ -30,7 +44,7 @@ def format_round(entry: dict, num_rounds: int) -> str:
         parts.append(f"devices {sel}")
         parts.append(f"loss {_num(entry.get('train_loss'))}")
     parts.append(f"perplexity {_num(entry.get('perplexity'), '.2f')}")
-    parts.append(f"|bias| {_num(entry.get('cooccurrence_bias_mean_abs'))}")
+    parts.append(f"|bias| {_with_interval(entry.get('cooccurrence_bias_mean_abs'), entry.get('cooccurrence_bias_ci95'))}")
     if "central_epsilon" in entry:
         parts.append(f"central ε {_num(entry['central_epsilon'], '.2f')}")
     if entry.get("round_seconds") is not None:
@@ -41,6 +55,12 @@ def format_round(entry: dict, num_rounds: int) -> str:
     if entry.get("aggregation_skipped"):
         parts.append("aggregation skipped")
     return " | ".join(parts)
+
+
+def _with_interval(value: Any, ci: list[float] | None, spec: str = ".3f") -> str:
+    if value is None or not ci:
+        return _num(value, spec)
+    return f"{_num(value, spec)} [{_num(ci[0], spec)}, {_num(ci[1], spec)}]"
 
 
 def failures(history: list[dict]) -> list[dict]:
@@ -78,9 +98,13 @@ def plot_rounds(runs: dict[str, list[dict]], path: str, title: str = "Federated 
         rounds = [e["round"] for e in history]
         for ax, key in ((axes[0], "perplexity"), (axes[1], "cooccurrence_bias_mean_abs")):
             ys = [e.get(key) for e in history]
-            ax.plot(rounds, [float("nan") if y is None else y for y in ys], marker="o", markersize=3, label=name)
+            line, = ax.plot(rounds, [float("nan") if y is None else y for y in ys], marker="o", markersize=3,
+                            label=name)
+            cis = [e.get("cooccurrence_bias_ci95") for e in history] if key != "perplexity" else []
+            if cis and all(cis):  # 95 % interval over the professions asked
+                ax.fill_between(rounds, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.12)
     axes[0].set_title("Held-out perplexity of the global student (lower is better)")
-    axes[1].set_title("Co-occurrence bias |mean| (lower is fairer)")
+    axes[1].set_title("Co-occurrence |bias|, 95 % interval over professions (lower is fairer)", fontsize=10)
     for ax in axes:
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
@@ -92,34 +116,88 @@ def plot_rounds(runs: dict[str, list[dict]], path: str, title: str = "Federated 
     return path
 
 
+def bias_swing(history: list[dict]) -> float | None:
+    """Mean absolute change of ``|bias|`` from one round to the next, over the rounds after the first."""
+    ys = [e.get("cooccurrence_bias_mean_abs") for e in history[1:]]
+    steps = [abs(b - a) for a, b in zip(ys, ys[1:]) if a is not None and b is not None]
+    return _mean(steps)
+
+
 def summary_row(name: str, report: dict) -> dict:
     """Final and best numbers of a run, for the comparison table."""
     history = report["rounds"]
     final = history[-1]
     ppl = [e.get("perplexity") for e in history if e.get("perplexity") is not None]
     return {"run": name, "final_perplexity": final.get("perplexity"), "best_perplexity": min(ppl) if ppl else None,
-            "final_bias": final.get("cooccurrence_bias_mean_abs"),
+            "final_bias": final.get("cooccurrence_bias_mean_abs"), "final_bias_ci95": final.get("cooccurrence_bias_ci95"),
+            "bias_swing": bias_swing(history), "num_bias_prompts": final.get("num_bias_prompts"),
             "records_per_round": _mean([sum(e.get("selected_records", [])) for e in history[1:]]),
             "distinct_devices": len({d for e in history[1:] for d in e.get("selected", [])}),
             "failures": len(failures(history)), "seconds": report.get("runtime_seconds")}
+
+
+def compare_bias(run: dict, baseline: dict) -> dict | None:
+    """``run``'s final ``|b_g|`` against ``baseline``'s, paired over the professions both were asked about
+    (:func:`distill.fairness.statistics.paired_difference`), and whether the difference is within either run's
+    round-to-round swing. ``None`` when a report has no per-profession bias."""
+    a = run["rounds"][-1].get("cooccurrence_bias_by_profession") or {}
+    b = baseline["rounds"][-1].get("cooccurrence_bias_by_profession") or {}
+    common = [g for g in a if g in b]
+    if not common:
+        return None
+    out = paired_difference([abs(a[g]) for g in common], [abs(b[g]) for g in common])
+    swing = max((s for s in (bias_swing(run["rounds"]), bias_swing(baseline["rounds"])) if s is not None),
+                default=None)
+    out["swing"] = swing
+    out["within_swing"] = None if swing is None else abs(out["mean_difference"]) <= swing
+    return out
+
+
+def comparison_rows(reports: dict[str, dict]) -> list[dict]:
+    """:func:`summary_row` of each run, with ``bias_vs_first``: :func:`compare_bias` against the first run."""
+    names = list(reports)
+    rows = []
+    for name in names:
+        row = summary_row(name, reports[name])
+        row["bias_vs_first"] = None if name == names[0] else compare_bias(reports[name], reports[names[0]])
+        rows.append(row)
+    return rows
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _difference(c: dict | None) -> str:
+    if not c:
+        return "-"
+    text = f"{c['mean_difference']:+.3f}"
+    if c.get("ci95"):
+        text += f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]"
+    tell = c["verdict"]
+    if tell != "cannot tell" and c.get("within_swing"):
+        tell += ", within swing"
+    return f"{text} {tell}"
+
+
 def format_table(rows: list[dict]) -> str:
-    header = ("run", "final ppl", "best ppl", "final |bias|", "records/round", "devices used", "failures",
-              "time (s)")
+    header = ("run", "final ppl", "best ppl", "final |bias| [95% CI]", "vs first run [95% CI]", "round swing",
+              "records/round", "devices used", "failures", "time (s)")
     lines = [header]
     for r in rows:
         lines.append((r["run"], _num(r["final_perplexity"], ".3f"), _num(r["best_perplexity"], ".3f"),
-                      _num(r["final_bias"]), _num(r["records_per_round"], ".0f"), str(r["distinct_devices"]),
+                      _with_interval(r["final_bias"], r.get("final_bias_ci95")), _difference(r.get("bias_vs_first")),
+                      _num(r.get("bias_swing")), _num(r["records_per_round"], ".0f"), str(r["distinct_devices"]),
                       str(r["failures"]), _num(r["seconds"], ".0f")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
            for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
+    prompts = {r.get("num_bias_prompts") for r in rows} - {None}
+    if prompts:
+        out.append(f"|bias| over {', '.join(map(str, sorted(prompts)))} profession prompts; intervals over "
+                   "professions; 'vs first run': paired difference of |bias| by profession; round swing: mean "
+                   "change of |bias| between rounds (one training seed per run).")
     return "\n".join(out)
 
 

@@ -140,7 +140,8 @@ class FederatedRun:
             "rounds": [dict(e) for e in history], "node_ids": sorted({n for e in history for n in e.get("node_ids", [])}),
             "failures": failures(history),
             "final": {k: history[-1].get(k) for k in ("perplexity", "cooccurrence_bias_mean_abs",
-                                                      "cooccurrence_bias_mean", "central_epsilon")},
+                                                      "cooccurrence_bias_ci95", "cooccurrence_bias_mean",
+                                                      "num_bias_prompts", "central_epsilon")},
             "flwr_version": flwr.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "runtime_seconds": round(time.time() - self.start, 1),
         }

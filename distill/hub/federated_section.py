@@ -61,6 +61,14 @@ def card_section(report: dict) -> str:
                   "global models, assuming an honest server (it sees individual updates before the noise); no "
                   "amplification by device sampling is claimed.", ""]
     lines += [f"Held-out perplexity of the final global student: {_num(final.get('perplexity'), '.3f')}; "
-              f"co-occurrence |bias|: {_num(final.get('cooccurrence_bias_mean_abs'))}. Per-round numbers are in "
-              f"`{FL_REPORT_FILENAME}`.", ""]
+              f"co-occurrence |bias|: {_num(final.get('cooccurrence_bias_mean_abs'))}{_bias_interval(final)}. "
+              f"Per-round numbers are in `{FL_REPORT_FILENAME}`.", ""]
     return "\n".join(lines)
+
+
+def _bias_interval(final: dict) -> str:
+    ci, n = final.get("cooccurrence_bias_ci95"), final.get("num_bias_prompts")
+    if not ci:
+        return ""
+    return f" (95 % interval over the professions asked: [{_num(ci[0])}, {_num(ci[1])}]" + (
+        f", {n} prompts)" if n else ")")
