@@ -2,8 +2,8 @@
 
 A comparison between two training methods is made over ``n`` seeds; seed ``i`` trains both methods (paired
 design: the same initialisation seed, data order and CDA coin flips where both use them). The same functions
-serve where the pairs are the professions two models were both asked about (:func:`paired_difference`): the
-interval then says how far the prompts asked, not the training seed, move the figure.
+serve where the pairs are the professions two models were both asked about (:func:`paired_difference`):
+the interval then says how far the prompts asked, not the training seed, move the figure.
 
 * **Mean and t interval** of values ``x_1..x_n``: ``x̄ ± t_{1-(1-c)/2, n-1} · s / √n`` with ``s`` the sample
   standard deviation (``n - 1`` in the denominator) and ``c`` the confidence (0.95). With one value there is no

@@ -44,7 +44,8 @@ def format_round(entry: dict, num_rounds: int) -> str:
         parts.append(f"devices {sel}")
         parts.append(f"loss {_num(entry.get('train_loss'))}")
     parts.append(f"perplexity {_num(entry.get('perplexity'), '.2f')}")
-    parts.append(f"|bias| {_with_interval(entry.get('cooccurrence_bias_mean_abs'), entry.get('cooccurrence_bias_ci95'))}")
+    bias = _with_interval(entry.get("cooccurrence_bias_mean_abs"), entry.get("cooccurrence_bias_ci95"))
+    parts.append(f"|bias| {bias}")
     if "central_epsilon" in entry:
         parts.append(f"central ε {_num(entry['central_epsilon'], '.2f')}")
     if entry.get("round_seconds") is not None:
@@ -129,7 +130,8 @@ def summary_row(name: str, report: dict) -> dict:
     final = history[-1]
     ppl = [e.get("perplexity") for e in history if e.get("perplexity") is not None]
     return {"run": name, "final_perplexity": final.get("perplexity"), "best_perplexity": min(ppl) if ppl else None,
-            "final_bias": final.get("cooccurrence_bias_mean_abs"), "final_bias_ci95": final.get("cooccurrence_bias_ci95"),
+            "final_bias": final.get("cooccurrence_bias_mean_abs"),
+            "final_bias_ci95": final.get("cooccurrence_bias_ci95"),
             "bias_swing": bias_swing(history), "num_bias_prompts": final.get("num_bias_prompts"),
             "records_per_round": _mean([sum(e.get("selected_records", [])) for e in history[1:]]),
             "distinct_devices": len({d for e in history[1:] for d in e.get("selected", [])}),
