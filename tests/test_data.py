@@ -62,3 +62,44 @@ def test_collator_gives_per_sample_contiguous_position_ids():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[5, 6, 7], [8, 9, -100]]
     assert batch["input_ids"].dtype == torch.long
+
+
+class _Unpicklable:
+    """A tokenizer that counts attempts to pickle it: `datasets` must not hash it by pickling (seconds per map).
+    (`datasets` swallows a failed hash and uses a random fingerprint, so raising alone would go unnoticed.)"""
+
+    pickled = 0
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __call__(self, *a, **k):
+        return self._tok(*a, **k)
+
+    def __reduce_ex__(self, protocol):
+        _Unpicklable.pickled += 1
+        raise TypeError("the tokenizer was pickled")
+
+
+def test_tokenizing_fingerprint_is_cheap_and_keys_the_cache_by_tokenizer(tmp_path, gpt2_tok):
+    from distill.builtin.vocab import restricted_gpt2_tokenizer
+    from distill.text_data import _tokenize_fingerprint
+
+    texts = [f"The nurse said that she would be late {i}." for i in range(40)]
+    (tmp_path / "d.txt").write_text("\n".join(texts))
+    ds = load_raw_datasets(train_file=str(tmp_path / "d.txt"), validation_split_percentage=0)["train"]
+    assert ds.cache_files  # read from disk: map results are cached by fingerprint
+    small = restricted_gpt2_tokenizer(texts)
+    for tok in (gpt2_tok, small, gpt2_tok):  # a cached result is reused only for the tokenizer that made it
+        rows = tokenize_and_pack(ds, _Unpicklable(tok), block_size=8, packing=False)
+        assert rows["input_ids"] == [tok(t, add_special_tokens=False)["input_ids"][:8] for t in texts]
+    assert _Unpicklable.pickled == 0
+    fp = _tokenize_fingerprint(ds, gpt2_tok, "text", ["text"])
+    assert fp == _tokenize_fingerprint(ds, gpt2_tok, "text", ["text"])
+    assert fp != _tokenize_fingerprint(ds, small, "text", ["text"])
+    assert fp != _tokenize_fingerprint(ds, gpt2_tok, "body", ["text"])
+    assert fp != _tokenize_fingerprint(ds.select(range(3)), gpt2_tok, "text", ["text"])
+    assert _tokenize_fingerprint(ds, object(), "text", ["text"]) is None  # no `tokenizers` backend: datasets hashes

@@ -75,11 +75,12 @@ def test_superlink_option_builds_flwr_run(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("flower-superlink") is None, reason="Flower's deployment CLI is not installed")
 def test_local_deployment_tls_auth_disconnect_and_cleanup(tmp_path, tiny_teacher_dir):
-    """3 SuperNodes x 2 rounds, all 3 devices selected a round; device 2 is killed while round 2 trains; a
-    SuperNode with an unregistered key is refused; every started process is gone afterwards."""
+    """3 SuperNodes, all 3 devices selected; device 2 is killed while the round trains and the round is averaged
+    over the other two; a SuperNode with an unregistered key is refused; every started process is gone afterwards.
+    One round: a second would only repeat the first (Flower starts a process per message), at ~40 s a round."""
     out = tmp_path / "fl"
-    env = {**os.environ, "PYTHONPATH": REPO, "FL_DISCONNECT_NODE": "2", "FL_DISCONNECT_ROUND": "2",
-           "FL_NUM_ROUNDS": "2", "FL_LOCAL_STEPS": "1"}
+    env = {**os.environ, "PYTHONPATH": REPO, "FL_DISCONNECT_NODE": "2", "FL_DISCONNECT_ROUND": "1",
+           "FL_NUM_ROUNDS": "1", "FL_LOCAL_STEPS": "1"}
     flags = ["--teacher_model_name_or_path", tiny_teacher_dir, "--student_num_layers", "1", "--max_train_samples",
              "48", "--block_size", "32", "--per_device_train_batch_size", "4", "--eval_max_records", "8",
              "--devices_per_round", "3"]
@@ -97,20 +98,16 @@ def test_local_deployment_tls_auth_disconnect_and_cleanup(tmp_path, tiny_teacher
 
     report = json.loads((out / "fl_report.json").read_text())
     assert report["engine"] == "deployment"
-    r1, r2 = report["rounds"][1], report["rounds"][2]
-    assert sorted(r1["selected"]) == sorted(r2["selected"]) == [0, 1, 2]  # K = N: every device, every round
-    # round 1: the 3 devices trained (a device whose upload fails on an overloaded machine is reported, not lost)
-    trained_or_failed = set(r1["node_ids"]) | {f["node"] for f in r1["failed"] if f["stage"] == "train"}
-    assert trained_or_failed == set(r1["selected_node_ids"]) and len(trained_or_failed) == 3
-    assert [e["node_id"] for e in r1["replied"]] == r1["node_ids"]
-    assert set(report["node_ids"]) == set(r1["node_ids"]) | set(r2["node_ids"])
-    # device 2 disconnected mid-round 2: the round went on with the other two, the report says so
+    r1 = report["rounds"][1]
+    assert sorted(r1["selected"]) == [0, 1, 2] and len(set(r1["selected_node_ids"])) == 3  # K = N: every device
+    assert [e["node_id"] for e in r1["replied"]] == r1["node_ids"] and set(report["node_ids"]) == set(r1["node_ids"])
+    # device 2 disconnected while training: the round went on with the other two, the report says so
     assert (logs / "disconnect.log").exists()
     node2 = r1["selected_node_ids"][r1["selected"].index(2)]
-    assert node2 not in r2["node_ids"] and len(r2["node_ids"]) == 2
-    assert [(f["device"], f["node"]) for f in r2["failed"] if f["stage"] == "train"] == [(2, node2)]
-    assert any(f["round"] == 2 and f["device"] == 2 for f in report["failures"])
-    assert r2["perplexity"] is not None
+    assert [(f["device"], f["node"]) for f in r1["failed"] if f["stage"] == "train"] == [(2, node2)]
+    assert node2 not in r1["node_ids"] and len(r1["node_ids"]) == 2
+    assert any(f["round"] == 1 and f["device"] == 2 for f in report["failures"])
+    assert r1["perplexity"] is not None and r1["perplexity"] != report["rounds"][0]["perplexity"]  # it averaged
     # the final student and its card
     assert (out / "model.safetensors").exists()
     assert "## Federated training" in (out / "README.md").read_text()
