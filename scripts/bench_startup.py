@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
             seconds[path].append(round(time.perf_counter() - start, 3))
     text_data._tokenize_fingerprint = ours
     shutil.rmtree(work, ignore_errors=True)
-    medians = {k: statistics.median(v) for k, v in seconds.items()}
+    medians = {k: round(statistics.median(v), 3) for k, v in seconds.items()}
     result = {"median_seconds": medians, "seconds": seconds,
               "speedup": round(medians["pickled_tokenizer"] / medians["tokenizer_definition"], 2)}
     print(json.dumps(result))  # the last line of stdout (the trainer prints its logs before it)
