@@ -199,8 +199,9 @@ def _tokenize_fingerprint(dataset: Dataset, tokenizer, text_column: str, remove:
     """The tokenising map's `datasets` fingerprint (its cache key), computed from what decides its output: the
     input's fingerprint, the column, and the tokenizer's full definition (``tokenizer.json``: vocabulary, merges,
     normaliser, pre-tokeniser, added tokens) with its class and init options. `datasets` would otherwise
-    dill-pickle the closure and the tokenizer inside it several times per map: about 3 s for GPT-2's 50257-token
-    BPE, on every run. ``None`` (let `datasets` hash) for a tokenizer without a `tokenizers` backend."""
+    dill-pickle the closure and the tokenizer inside it several times per map, on every run (GPT-2's 50257-token
+    BPE: the start-up figure in docs/performance.md). ``None`` (let `datasets` hash) for a tokenizer without a
+    `tokenizers` backend."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "to_str"):
         return None

@@ -88,6 +88,7 @@ def test_tokenizing_fingerprint_is_cheap_and_keys_the_cache_by_tokenizer(tmp_pat
     from distill.builtin.vocab import restricted_gpt2_tokenizer
     from distill.text_data import _tokenize_fingerprint
 
+    _Unpicklable.pickled = 0
     texts = [f"The nurse said that she would be late {i}." for i in range(40)]
     (tmp_path / "d.txt").write_text("\n".join(texts))
     ds = load_raw_datasets(train_file=str(tmp_path / "d.txt"), validation_split_percentage=0)["train"]
