@@ -9,10 +9,12 @@ tokenizer (the behaviour before it). Both paths in one process, alternated run b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
@@ -43,20 +45,23 @@ def main(argv: list[str] | None = None) -> dict:
                                   disable_tqdm=True, validation_split_percentage=10)
 
     ours = text_data._tokenize_fingerprint
-    run_training(config("warm-up"))
     seconds: dict[str, list[float]] = {"pickled_tokenizer": [], "tokenizer_definition": []}
-    for i in range(opts.runs):
-        for path in seconds:
-            text_data._tokenize_fingerprint = ours if path == "tokenizer_definition" else (lambda *a: None)
-            start = time.perf_counter()
-            run_training(config(f"{path}-{i}"))
-            seconds[path].append(round(time.perf_counter() - start, 3))
-    text_data._tokenize_fingerprint = ours
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer prints its logs: stdout holds only the JSON
+            run_training(config("warm-up"))
+            for i in range(opts.runs):
+                for path in seconds:
+                    text_data._tokenize_fingerprint = ours if path == "tokenizer_definition" else (lambda *a: None)
+                    start = time.perf_counter()
+                    run_training(config(f"{path}-{i}"))
+                    seconds[path].append(round(time.perf_counter() - start, 3))
+    finally:
+        text_data._tokenize_fingerprint = ours
+        shutil.rmtree(work, ignore_errors=True)
     medians = {k: round(statistics.median(v), 3) for k, v in seconds.items()}
     result = {"median_seconds": medians, "seconds": seconds,
               "speedup": round(medians["pickled_tokenizer"] / medians["tokenizer_definition"], 2)}
-    print(json.dumps(result))  # the last line of stdout (the trainer prints its logs before it)
+    print(json.dumps(result))
     return result
 
 

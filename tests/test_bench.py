@@ -122,17 +122,7 @@ def test_scripts_share_helpers_only_through_bench_common():
         assert imported & names <= allowed, (f, sorted(imported & names - allowed))
 
 
-def test_bench_startup_smoke(monkeypatch, capsys):
-    """The trainer prints its logs on stdout before the script's JSON line: the last line is the result."""
-    from transformers.utils import logging as hf_logging
-
-    monkeypatch.syspath_prepend(os.path.join(REPO, "scripts"))
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    try:
-        result = importlib.import_module("bench_startup").main(["--runs", "1"])
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
-    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed == result and set(result["seconds"]) == {"pickled_tokenizer", "tokenizer_definition"}
+def test_bench_startup_smoke(run_script):
+    result, _ = run_script("bench_startup", ["--runs", "1"])
+    assert set(result["seconds"]) == {"pickled_tokenizer", "tokenizer_definition"}
     assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values()) and result["speedup"] > 0
