@@ -7,11 +7,14 @@
    keys as ``bench.py --real-shapes`` (``memory_shape``, ``floor_mb``, ``kd_peak_vs_floor``, ``recipe_peak_mb``,
    ``recipe_peak_mb_checkpointing``, ``recipe_trl_peak_mb`` with ``--recipe-memory``, on by default on a GPU) plus
    ``kd_tokens_per_second_vs_trl`` (``kd_matched`` vs ``trl_gkd`` on the same card).
+   ``cached_kd_vs_kd``: KD from a teacher cache over online KD at the same shape (``bench_cache_real_shapes``;
+   ``--skip-cache`` leaves it out).
 2. ``kd_run``: ``--kd-steps`` (200) optimizer steps of our KD trainer (the shipped recipe's loss, fused output
    layers) on random token rows, logging the loss of every step: it must fall (``falling``: the mean of the
    last tenth of the steps below the mean of the first tenth).
 
-One JSON object goes to stdout (and to ``--out``). On a CPU the same runs with small flags as a smoke test:
+One JSON object goes to stdout (and to ``--out``, rewritten after each part, so that a run cut short keeps what
+it measured). On a CPU the same runs with small flags as a smoke test:
 
     python scripts/gpu_check.py                                   # on the GPU machine, <= 8 minutes
     python scripts/gpu_check.py --teacher-layers 2 --width 64 --student-layers 1 --batch 2 --seq 32 \
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recipe-memory", choices=("auto", "on", "off"), default="auto",
                     help="KD at 8 x 1024 as configured and with gradient checkpointing, and TRL GKD at the same "
                          "shape (auto: on a GPU only)")
-    ap.add_argument("--out", default=None, help="also write the JSON object to this file")
+    ap.add_argument("--skip-cache", action="store_true", help="leave out cached_kd_vs_kd")
+    ap.add_argument("--out", default=None, help="also write the JSON object to this file (after each part)")
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     bf16 = a.precision == "bf16" or (a.precision == "auto" and cuda)
@@ -101,14 +105,23 @@ def main(argv: list[str] | None = None) -> dict:
     if not cuda:
         result["notes"].append("no GPU: a CPU smoke run, not GPU figures")
     with tempfile.TemporaryDirectory() as work:
-        bench.log(f"[1/2] GPT-2 shapes, batch {a.batch} x {a.seq}{', bf16' if bf16 else ''}: memory, step times")
+        bench.log(f"[1/3] GPT-2 shapes, batch {a.batch} x {a.seq}{', bf16' if bf16 else ''}: memory, step times")
         real = bench.bench_real_shapes(opts, work, with_trl)
         tps = real["tokens_per_second"]
         real["kd_tokens_per_second_vs_trl"] = (tps["kd_matched"] / tps["trl_gkd"]
                                                if "kd_matched" in tps and "trl_gkd" in tps else None)
-        real["targets"] = bench.verdicts(real, bench.REAL_TARGETS)
         result["real_shapes"] = real
-        bench.log(f"[2/2] KD run: {a.kd_steps} steps on random rows")
+        save(result, a.out)
+        if not a.skip_cache:
+            bench.log(f"[2/3] KD from a teacher cache vs online KD, batch {a.batch} x {a.seq}")
+            cache = bench.bench_cache_real_shapes(work, batch=a.batch, seq=a.seq, steps=a.steps, repeat=a.repeat,
+                                                  teacher_layers=a.teacher_layers, width=a.width,
+                                                  student_layers=a.student_layers, bf16=bf16)
+            real["cached_kd_vs_kd"] = cache["cached_kd_vs_kd"]
+            real["cache"] = cache
+        real["targets"] = bench.verdicts(real, bench.REAL_TARGETS)
+        save(result, a.out)
+        bench.log(f"[3/3] KD run: {a.kd_steps} steps on random rows")
         result["kd_run"] = kd_run(os.path.join(work, "gpt2-shape"), work, a.batch, a.seq, a.kd_steps, bf16,
                                   a.student_layers)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -117,13 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
     bench.log(f"KD run: loss {run['first_mean']:.4f} (first tenth) -> {run['last_mean']:.4f} (last tenth), "
               f"{'falling' if run['falling'] else 'NOT falling'}; {run['tokens_per_second']:,.0f} tokens/s; "
               f"{result['wall_seconds']:.0f} s in all")
-    text = json.dumps(result, indent=2)
-    if a.out:
-        with open(a.out + ".tmp", "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(a.out + ".tmp", a.out)
-    print(text)
+    save(result, a.out)
+    print(json.dumps(result, indent=2))
     return result
+
+
+def save(result: dict, path: str | None) -> None:
+    """Write ``result`` to ``path`` atomically (nothing without a path)."""
+    if path:
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -90,11 +90,14 @@ def test_bench_real_shapes_alone_reports_memory_and_trl(run_script):
     assert "peak training memory" in err
 
 
-def test_gpu_check_smoke_on_cpu(run_script):
+def test_gpu_check_smoke_on_cpu(run_script, tmp_path):
+    out = tmp_path / "gpu_check.json"
     r, _ = run_script("gpu_check", ["--teacher-layers", "1", "--width", "32", "--student-layers", "1", "--batch", "2",
                                     "--seq", "16", "--kd-steps", "4", "--repeat", "1", "--steps", "1",
-                                    "--contenders", "kd,dp_fast"])
+                                    "--contenders", "kd,dp_fast", "--out", str(out)])
+    assert json.loads(out.read_text()) == r  # the file holds the final object (it is rewritten after each part)
     real = r["real_shapes"]
+    assert real["cached_kd_vs_kd"] > 0 and real["cache"]["cache_top_k"] == 64 and real["cache"]["seq"] == 16
     assert real["dp_vs_nondp"] > 0 and real["dp_mem_vs_nondp"] > 0 and set(real["tokens_per_second"]) == {"kd", "dp_fast"}
     for key in ("memory_shape", "floor_mb", "kd_peak_vs_floor", "recipe_peak_mb", "recipe_peak_mb_checkpointing",
                 "recipe_trl_peak_mb", "kd_tokens_per_second_vs_trl"):
