@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--real-teacher-layers", type=int, default=12, help="teacher depth (GPT-2 small: 12)")
     ap.add_argument("--real-width", type=int, default=768, help="teacher and student width (GPT-2 small: 768)")
     ap.add_argument("--real-student-layers", type=int, default=6, help="student depth (DistilGPT-2: 6)")
+    ap.add_argument("--loss-chunk-size", type=int, default=None,
+                    help="GPT-2 shapes: our contenders' loss_chunk_size (default: the config's auto; kd_plain: off)")
     ap.add_argument("--_real-memory-child", dest="real_memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_teacher", dest="teacher", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_extra", dest="extra", default=None, help=argparse.SUPPRESS)

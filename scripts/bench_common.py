@@ -287,13 +287,19 @@ def trl_rlimit_gb() -> float:
     return round(max(4.0, min(TRL_RLIMIT_GB, avail - 1.0)), 1)
 
 
+def loss_path(a) -> dict:
+    """Config keys that ``--loss-chunk-size`` sets on our GPT-2-shape contenders (none: the config's ``auto``)."""
+    size = getattr(a, "loss_chunk_size", None)
+    return {"loss_chunk_size": int(size)} if size else {}
+
+
 def recipe_memory(a, teacher_dir: str, with_trl: bool, batch: int = RECIPE_SHAPE[0], seq: int = RECIPE_SHAPE[1]
                   ) -> dict:
     """KD at the recipe's shape with its settings, as configured and with ``gradient_checkpointing: true``, and
     TRL's GKD at the same shape under an address-space cap (its peak, or ``"oom"``): one fresh process each."""
     out = {"recipe_shape": [batch, seq]}
-    for key, extra in (("recipe_peak_mb", RECIPE_STEP),
-                       ("recipe_peak_mb_checkpointing", {**RECIPE_STEP, "gradient_checkpointing": True})):
+    step = {**RECIPE_STEP, **loss_path(a)}
+    for key, extra in (("recipe_peak_mb", step), ("recipe_peak_mb_checkpointing", {**step, "gradient_checkpointing": True})):
         log(f"  recipe memory: kd {batch} x {seq}{' + gradient checkpointing' if 'gradient_checkpointing' in extra else ''}")
         r = measure_real_memory("kd", a, teacher_dir, batch, seq, extra=extra)
         out[key] = r["train_peak_mb"]
@@ -329,7 +335,7 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     memory = {}
     for name in names:
         log(f"  peak memory: {name} at {mem_batch} x {mem_seq} (fresh process)")
-        memory[name] = measure_real_memory(name, a, teacher_dir, mem_batch, mem_seq,
+        memory[name] = measure_real_memory(name, a, teacher_dir, mem_batch, mem_seq, extra=loss_path(a) or None,
                                            rlimit_gb=trl_rlimit_gb() if name == "trl_gkd" else None)
     recipe = {}
     if getattr(a, "recipe_memory", False):
@@ -339,7 +345,7 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     trainers = {}
     for name in names:
         trainers[name] = make_real_contender(name, teacher_dir, a.gpu_batch, workdir, teacher=teacher, bf16=a.bf16,
-                                             student_layers=a.real_student_layers)
+                                             student_layers=a.real_student_layers, extra=loss_path(a))
     first = trainers[names[0]]
     batch = demo_batch(first.processing_class, a.gpu_batch, a.gpu_seq, first.args.device)
     log(f"  step times: {a.real_repeat} rounds x {a.real_steps} steps per contender, round-robin")
@@ -360,6 +366,7 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     floor = next((m["floor_mb"] for n, m in memory.items() if n in ("kd", "kd_matched") and "floor_mb" in m), None)
     kd_peak = peak.get("kd", peak.get("kd_matched"))
     return {"batch": a.gpu_batch, "seq": a.gpu_seq, "bf16": a.bf16, "memory_shape": [mem_batch, mem_seq],
+            "loss_chunk_size": loss_path(a).get("loss_chunk_size", "auto"),
             "floor_mb": floor, "kd_peak_vs_floor": kd_peak / floor if floor and isinstance(kd_peak, float) else None,
             "recipe_peak_mb": recipe.get("recipe_peak_mb"),
             "recipe_peak_mb_checkpointing": recipe.get("recipe_peak_mb_checkpointing"),
@@ -413,11 +420,11 @@ def verdicts(result: dict, targets: dict | None = None) -> dict:
 
 
 def _verdict_lines(targets: dict) -> list[str]:
-    lines = [f"{'comparison':24s} {'ratio':>8s} {'target':>8s}  met", "-" * 48]
+    lines = [f"{'comparison':28s} {'value':>9s} {'target':>8s}  met", "-" * 53]
     for key, v in targets.items():
-        value = "n/a" if v["value"] is None else (f"{v['value']:,.0f}" if key.endswith("_mb") else f"{v['value']:.2f}x")
+        value = "n/a" if v["value"] is None else (f"{v['value']:,.0f} MB" if "_mb" in key else f"{v['value']:.2f}x")
         met = "-" if v["met"] is None else ("yes" if v["met"] else "NO")
-        lines.append(f"{key:24s} {value:>8s} {v['target']:>8s}  {met}")
+        lines.append(f"{key:28s} {value:>9s} {v['target']:>8s}  {met}")
     return lines
 
 

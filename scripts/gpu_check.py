@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recipe-memory", choices=("auto", "on", "off"), default="auto",
                     help="KD at 8 x 1024 as configured and with gradient checkpointing, and TRL GKD at the same "
                          "shape (auto: on a GPU only)")
+    ap.add_argument("--loss-chunk-size", type=int, default=None,
+                    help="our contenders' loss_chunk_size (default: the config's auto; kd_plain stays off)")
     ap.add_argument("--skip-cache", action="store_true", help="leave out cached_kd_vs_kd")
     ap.add_argument("--out", default=None, help="also write the JSON object to this file (after each part)")
     a = ap.parse_args(argv)
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     opts = SimpleNamespace(gpu_batch=a.batch, gpu_seq=a.seq, real_repeat=a.repeat, real_steps=a.steps, real_warmup=1,
                            real_memory_steps=1, real_contenders=a.contenders, bf16=bf16,
                            real_teacher_layers=a.teacher_layers, real_width=a.width, real_student_layers=a.student_layers,
-                           mem_batch=a.mem_batch, mem_seq=a.mem_seq,
+                           mem_batch=a.mem_batch, mem_seq=a.mem_seq, loss_chunk_size=a.loss_chunk_size,
                            recipe_memory=a.recipe_memory == "on" or (a.recipe_memory == "auto" and cuda))
     t0 = time.perf_counter()
     result: dict = {"env": bench.environment(), "notes": []}
