@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.counterfactual.token_pairs import TokenSwapper
 from distill.distillation.fused_loss import (PLAIN_LOSS_COPIES, auto_chunk_size, fused_distillation_loss,
-                                             plain_loss_fits)
+                                             plain_loss_fits, prefers_plain_loss)
 from distill.distillation.losses import distillation_loss, teacher_log_probs
 from distill.privacy.bookkeeping import BookKeepingClipper
 from distill.privacy.engine import freeze_embeddings
@@ -320,8 +320,9 @@ def test_bf16_split_teacher_runs_under_the_same_autocast_as_the_plain_forward(ti
     torch.testing.assert_close(fused, plain_loss, rtol=2e-3, atol=1e-4)
 
 
-def test_auto_takes_the_plain_loss_only_where_its_tensors_fit():
-    """``loss_chunk_size: auto``: GPT-2's vocabulary at 2 x 512 fits a 16 GB machine, 8 x 1024 does not."""
+def test_auto_takes_the_plain_loss_only_on_a_cpu_where_its_tensors_fit():
+    """``loss_chunk_size: auto``: GPT-2's vocabulary at 2 x 512 fits a 16 GB machine, 8 x 1024 does not; a GPU
+    always takes the fused loss."""
     vocab, gb = 50257, 2**30
     assert plain_loss_fits(2 * 512, vocab, available=16 * gb)
     assert not plain_loss_fits(8 * 1024, vocab, available=16 * gb)
@@ -329,3 +330,8 @@ def test_auto_takes_the_plain_loss_only_where_its_tensors_fit():
     need = PLAIN_LOSS_COPIES * 4 * 1000 * vocab
     assert plain_loss_fits(1000, vocab, available=4 * need) and not plain_loss_fits(1000, vocab, available=4 * need - 1)
     assert plain_loss_fits(8 * 64, vocab, device="cpu")  # the tiny bench's shape, on whatever this machine has
+    # a GPU takes the fused loss whatever it has free (faster and leaner there); a CPU the plain one where it fits
+    assert prefers_plain_loss(2 * 512, vocab, "cpu", available=16 * gb)
+    assert not prefers_plain_loss(8 * 1024, vocab, "cpu", available=16 * gb)
+    assert not prefers_plain_loss(2 * 512, vocab, "cuda", available=140 * gb)
+    assert not prefers_plain_loss(8 * 64, vocab, "cuda:0", available=140 * gb)

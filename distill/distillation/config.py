@@ -148,11 +148,11 @@ class DistillationConfig(TrainingArguments):
     loss_chunk_size: int | Literal["auto", "off"] = field(
         default="auto",
         metadata={"range": "[1, inf)", "help": "How the loss meets the vocabulary (same loss and gradients either way): "
-                  "'auto' takes the plain loss on full logits (faster) when its ~8 float32 [batch, length, vocab] "
-                  "copies fit in a quarter of the memory available at the step (CUDA: free + unused cache; CPU: "
-                  "MemAvailable), else runs the output layers over chunks of positions (~32 MiB of float32 logits a "
-                  "chunk on CPU, ~256 MiB on GPU) so no such tensor is held; a number: always chunked, this many "
-                  "positions a chunk; 'off': always the plain loss."},
+                  "'auto' runs the output layers over chunks of positions (~256 MiB of float32 logits a chunk on "
+                  "GPU, ~32 MiB on CPU) so no [batch, length, vocab] tensor is held (faster and leaner on a GPU), "
+                  "except on a CPU where the plain loss on full logits is faster and its ~8 float32 [batch, length, "
+                  "vocab] copies fit in a quarter of MemAvailable; a number: always chunked, this many positions a "
+                  "chunk; 'off': always the plain loss."},
     )
 
     # ---- KD divergence and teacher cache (distill.divergences, distill.distillation.teacher_cache) ----------------

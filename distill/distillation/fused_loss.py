@@ -28,16 +28,16 @@ recomputes each chunk with the weights ``g_{r(t)} w_t`` instead (as does a secon
 ``retain_graph``: the gradients computed ahead are handed over, not copied). Peak memory is a few ``[n, V]``
 tensors.
 
-**Which path** (``loss_chunk_size: auto``, :func:`plain_loss_fits`): where the whole batch's vocabulary-wide
-tensors fit, the plain loss on full logits is faster (measured on CPU, loss alone with the recipe's terms: plain
-0.72x the fused loss's time at 8 x 64, 0.70x at 2 x 512 with GPT-2's width and vocabulary — one matmul per output
-layer instead of a loop of chunks and a recomputation); it holds about :data:`PLAIN_LOSS_COPIES` float32 copies of
-``[B, T, V]`` at its peak (measured 7.2), against about 2-4 for the fused loss. So ``auto`` takes the plain loss
-when ``PLAIN_LOSS_COPIES · B·T·V · 4`` bytes are at most :data:`PLAIN_LOSS_SHARE` of the memory available at the
-step (CUDA: ``torch.cuda.mem_get_info``'s free bytes plus what PyTorch's cache holds unused; CPU:
-``MemAvailable``), and the fused loss otherwise: GPT-2's vocabulary at 2 x 512 (1.6 GB) takes the plain loss on a
-machine with more than 6.4 GB free, 8 x 1024 (13 GB) the fused one unless 53 GB are free. Figures and commands:
-docs/performance.md.
+**Which path** (``loss_chunk_size: auto``, :func:`prefers_plain_loss`). On a GPU, the fused loss: on an H200 at
+the recipe's 8 x 1024 in bf16 it took 0.89x the plain loss's step time and 0.47x its peak memory. On a CPU, where
+the whole batch's vocabulary-wide tensors fit, the plain loss on full logits is faster (loss alone with the
+recipe's terms: plain 0.72x the fused loss's time at 8 x 64, 0.70x at 2 x 512 with GPT-2's width and vocabulary —
+one matmul per output layer instead of a loop of chunks and a recomputation); it holds about
+:data:`PLAIN_LOSS_COPIES` float32 copies of ``[B, T, V]`` at its peak (measured 7.2), against about 2-4 for the
+fused loss. So on a CPU ``auto`` takes the plain loss when ``PLAIN_LOSS_COPIES · B·T·V · 4`` bytes are at most
+:data:`PLAIN_LOSS_SHARE` of ``MemAvailable`` (:func:`plain_loss_fits`), and the fused loss otherwise: GPT-2's
+vocabulary at 2 x 512 (1.6 GB) takes the plain loss on a machine with more than 6.4 GB free, 8 x 1024 (13 GB) the
+fused one unless 53 GB are free. Figures and commands: docs/performance.md.
 
 Own code because the fused kernels that exist (Liger's fused linear JSD / cross-entropy) are GPU kernels for
 one divergence, without a temperature-softened counterfactual target or per-row (DP) reductions.
@@ -94,6 +94,14 @@ def plain_loss_fits(positions: int, vocab_size: int, device: torch.device | str 
     if available is None:
         available = 4 * 2**30
     return PLAIN_LOSS_COPIES * positions * vocab_size * 4 <= PLAIN_LOSS_SHARE * available
+
+
+def prefers_plain_loss(positions: int, vocab_size: int, device: torch.device | str = "cpu",
+                       available: int | None = None) -> bool:
+    """Whether ``loss_chunk_size: auto`` takes the plain loss for a batch of ``positions`` (``B·T``) positions:
+    on a CPU where :func:`plain_loss_fits`, never on an accelerator (the fused loss is faster there too; see the
+    module docstring)."""
+    return torch.device(device).type == "cpu" and plain_loss_fits(positions, vocab_size, device, available)
 
 
 def auto_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:

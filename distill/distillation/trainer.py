@@ -43,7 +43,7 @@ from .config import DistillationConfig
 from ..errors import ConfigError
 from ..outputs import CACHE_ROW, CONFIG_FILENAME, RECORD_ID, TRAINING_ARGS_FILENAME
 from ..text_data import DistillationCollator
-from .fused_loss import fused_distillation_loss, plain_loss_fits
+from .fused_loss import fused_distillation_loss, prefers_plain_loss
 from .losses import distillation_loss, lm_loss
 from .lean import lean_student
 from .models import build_models
@@ -255,8 +255,9 @@ class DistillationTrainer(Trainer):
         """Whether the loss runs through both output layers in chunks (:mod:`distill.distillation.fused_loss`):
         the student's output layer splits off (``loss_chunk_size`` not ``off``, no sharding), and so does the
         teacher's when a term reads the teacher and there is no cache; with ``loss_chunk_size: auto`` and a batch
-        (``inputs``), only where the plain loss's ``[B, T, V]`` tensors would not fit well within the memory
-        available (:func:`~distill.distillation.fused_loss.plain_loss_fits`; decided once per batch shape)."""
+        (``inputs``), always on an accelerator, and on a CPU only where the plain loss's ``[B, T, V]`` tensors
+        would not fit well within the memory available (:func:`~distill.distillation.fused_loss.prefers_plain_loss`;
+        decided once per batch shape)."""
         args = self.args
         can = self._student_head is not None and (
             self.teacher_cache is not None or self._teacher_split is not None
@@ -267,8 +268,8 @@ class DistillationTrainer(Trainer):
         rows = ids.shape[0] * (1 + (self.token_swapper is not None and args.alpha_kd > 0))  # CRR: x̃ rows too
         key = (rows, ids.shape[-1])
         if key not in self._fused_by_shape:
-            self._fused_by_shape[key] = not plain_loss_fits(rows * ids.shape[-1], self._student_head.weight.shape[0],
-                                                            ids.device)
+            self._fused_by_shape[key] = not prefers_plain_loss(rows * ids.shape[-1],
+                                                               self._student_head.weight.shape[0], ids.device)
         return self._fused_by_shape[key]
 
     def fused_loss(self, model: nn.Module, inputs: dict[str, Any], per_row: bool = False):
