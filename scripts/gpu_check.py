@@ -16,7 +16,7 @@
 One JSON object goes to stdout (and to ``--out``, rewritten after each part, so that a run cut short keeps what
 it measured). On a CPU the same runs with small flags as a smoke test:
 
-    python scripts/gpu_check.py                                   # on the GPU machine, <= 8 minutes
+    python scripts/gpu_check.py --out gpu_check.json              # on the GPU: 265 s on an H200 (docs/performance.md)
     python scripts/gpu_check.py --teacher-layers 2 --width 64 --student-layers 1 --batch 2 --seq 32 \
         --kd-steps 20 --contenders kd,kd_matched,trl_gkd,dp_fast             # CPU smoke test (minutes)
 """
