@@ -99,8 +99,8 @@ def plain_loss_fits(positions: int, vocab_size: int, device: torch.device | str 
 def prefers_plain_loss(positions: int, vocab_size: int, device: torch.device | str = "cpu",
                        available: int | None = None) -> bool:
     """Whether ``loss_chunk_size: auto`` takes the plain loss for a batch of ``positions`` (``B·T``) positions:
-    on a CPU where :func:`plain_loss_fits`, never on an accelerator (the fused loss is faster there too; see the
-    module docstring)."""
+    on a CPU where :func:`plain_loss_fits`, never on an accelerator (measured on CUDA: the fused loss is faster and
+    leaner there; see the module docstring)."""
     return torch.device(device).type == "cpu" and plain_loss_fits(positions, vocab_size, device, available)
 
 
