@@ -329,7 +329,7 @@ def test_auto_takes_the_plain_loss_only_on_a_cpu_where_its_tensors_fit():
     assert plain_loss_fits(8 * 1024, vocab, available=80 * gb)  # a large GPU
     need = PLAIN_LOSS_COPIES * 4 * 1000 * vocab
     assert plain_loss_fits(1000, vocab, available=4 * need) and not plain_loss_fits(1000, vocab, available=4 * need - 1)
-    assert plain_loss_fits(8 * 64, vocab, device="cpu")  # the tiny bench's shape, on whatever this machine has
+    assert plain_loss_fits(8 * 64, vocab)  # the tiny bench's shape, on whatever this machine has
     # a GPU takes the fused loss whatever it has free (faster and leaner there); a CPU the plain one where it fits
     assert prefers_plain_loss(2 * 512, vocab, "cpu", available=16 * gb)
     assert not prefers_plain_loss(8 * 1024, vocab, "cpu", available=16 * gb)

@@ -65,15 +65,8 @@ PLAIN_LOSS_COPIES = 8
 PLAIN_LOSS_SHARE = 0.25
 
 
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes available to new tensors on ``device``: CUDA's free memory plus PyTorch's unused cache; on a CPU
-    ``MemAvailable`` (Linux), else ``None`` (unknown)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type != "cpu":
-        return None
+def available_memory() -> int | None:
+    """Bytes available to new tensors on the CPU: ``MemAvailable`` (Linux), else ``None`` (unknown)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -84,13 +77,12 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
     return None
 
 
-def plain_loss_fits(positions: int, vocab_size: int, device: torch.device | str = "cpu",
-                    available: int | None = None) -> bool:
-    """Whether ``loss_chunk_size: auto`` takes the plain loss for a batch of ``positions`` (``B·T``) positions:
+def plain_loss_fits(positions: int, vocab_size: int, available: int | None = None) -> bool:
+    """Whether the plain loss's tensors fit for a batch of ``positions`` (``B·T``) positions:
     :data:`PLAIN_LOSS_COPIES` float32 ``[B·T, V]`` tensors within :data:`PLAIN_LOSS_SHARE` of ``available``
     bytes (default :func:`available_memory`; unknown: 4 GiB)."""
     if available is None:
-        available = available_memory(device)
+        available = available_memory()
     if available is None:
         available = 4 * 2**30
     return PLAIN_LOSS_COPIES * positions * vocab_size * 4 <= PLAIN_LOSS_SHARE * available
@@ -101,7 +93,7 @@ def prefers_plain_loss(positions: int, vocab_size: int, device: torch.device | s
     """Whether ``loss_chunk_size: auto`` takes the plain loss for a batch of ``positions`` (``B·T``) positions:
     on a CPU where :func:`plain_loss_fits`, never on an accelerator (measured on CUDA: the fused loss is faster and
     leaner there; see the module docstring)."""
-    return torch.device(device).type == "cpu" and plain_loss_fits(positions, vocab_size, device, available)
+    return torch.device(device).type == "cpu" and plain_loss_fits(positions, vocab_size, available)
 
 
 def auto_chunk_size(vocab_size: int, device: torch.device | str = "cpu") -> int:
