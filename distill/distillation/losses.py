@@ -143,6 +143,9 @@ def kd_terms(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor | Spar
     ``kd_beta`` is the JSD's β, ``kd_skew_alpha`` the skew KLs' α). ``teacher_logprobs`` is dense ``[B, T, V]``
     or a :class:`SparseTarget`."""
     if isinstance(teacher_logprobs, SparseTarget):
+        if kd_loss == "forward_kl" and not (teacher_logprobs.logprobs.requires_grad or teacher_logprobs.tail.requires_grad):
+            return _SparseForwardKL.apply(student_logits, teacher_logprobs.ids, teacher_logprobs.logprobs,
+                                          teacher_logprobs.tail, temperature)
         target, student = sparse_buckets(student_logits, teacher_logprobs, temperature)
     elif kd_loss == "forward_kl" and not teacher_logprobs.requires_grad:
         return _ForwardKL.apply(student_logits, teacher_logprobs, temperature)
@@ -178,6 +181,50 @@ class _ForwardKL(torch.autograd.Function):
         q, p = ctx.saved_tensors  # not modified: a second backward (retain_graph) reads them again
         grad_logits = torch.sub(q, p).mul_((grad * ctx.temperature).unsqueeze(-1))
         return grad_logits.to(ctx.logits_dtype), None, None
+
+
+class _SparseForwardKL(torch.autograd.Function):
+    """``T²·KL(P̂ ‖ Q̂)`` per position against a :class:`SparseTarget` (the k + 1 buckets of
+    :func:`sparse_buckets`), with its gradient in closed form.
+
+    With ``s = z / T``, ``Q = softmax(s)``, ``A = Σ_j P_j`` over the ids, ``S = Σ_j Q[i_j]`` and
+    ``r = P_tail / Q_tail`` (0 where the target's tail is empty or the student's tail is floored, as autograd
+    through :func:`sparse_buckets` gives), the gradient of the KL over the buckets is
+
+        ∂/∂s_v = Q_v·(A − r·S) + [v ∈ ids]·(r·Q_v − P_v),
+
+    a scaled ``Q`` plus k entries per position; times ``T²/T``. Backward keeps ``Q`` alone of the vocabulary-wide
+    tensors (autograd through the log-sum-exps, the gather and the buckets keeps several)."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, logprobs, tail, temperature: float) -> torch.Tensor:
+        dtype = torch.promote_types(torch.promote_types(logits.dtype, logprobs.dtype), torch.float32)
+        with torch.autocast(logits.device.type, enabled=False):
+            z = logits.to(dtype)
+            log_q = F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
+            log_q_ids = log_q.gather(-1, ids)
+            log_s = torch.logsumexp(log_q_ids, dim=-1)  # log Σ_j Q[i_j]
+            log_q_tail = _log1mexp(log_s.clamp_max(_LOG_TAIL_FLOOR))
+            log_p, log_p_tail = logprobs.to(dtype), tail.to(dtype)
+            p = log_p.exp()
+            empty = torch.isneginf(log_p_tail)
+            p_tail = torch.where(empty, 0.0, log_p_tail.exp())
+            kl = torch.linalg.vecdot(p, log_p - log_q_ids) + torch.where(empty, 0.0, p_tail * (log_p_tail - log_q_tail))
+            r = torch.where(empty | (log_s > _LOG_TAIL_FLOOR), 0.0, p_tail / log_q_tail.exp())
+            q = log_q.exp_()
+            dense = p.sum(-1) - r * log_s.exp()
+            at_ids = r.unsqueeze(-1) * log_q_ids.exp() - p
+        ctx.save_for_backward(q, ids, dense, at_ids)
+        ctx.temperature, ctx.logits_dtype = temperature, logits.dtype
+        return kl.mul_(temperature**2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        q, ids, dense, at_ids = ctx.saved_tensors
+        scale = (grad * ctx.temperature).unsqueeze(-1)
+        grad_logits = q * (dense.unsqueeze(-1) * scale)
+        grad_logits.scatter_add_(-1, ids, at_ids * scale)
+        return grad_logits.to(ctx.logits_dtype), None, None, None, None
 
 
 def kd_loss(
