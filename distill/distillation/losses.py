@@ -94,15 +94,24 @@ def sparse_buckets(student_logits: torch.Tensor, target: SparseTarget, temperatu
     the same ids and its tail (see the module docstring). Where the target's tail is empty both tails are set
     equal, so that bucket adds nothing to any divergence."""
     s = _soften(student_logits, temperature)
-    log_q_ids = s.gather(-1, target.ids) - torch.logsumexp(s, dim=-1, keepdim=True)
-    log_q_tail = _log1mexp(torch.logsumexp(log_q_ids, dim=-1).clamp_max(_LOG_TAIL_FLOOR))
-    p_tail = target.tail.float()
+    log_p, log_q, _, _ = _buckets(s.gather(-1, target.ids) - torch.logsumexp(s, dim=-1, keepdim=True), target)
+    return log_p, log_q
+
+
+def _buckets(log_q_ids: torch.Tensor, target: SparseTarget):
+    """``(log P̂, log Q̂, empty, floored)`` from the student's log-probabilities at the target's ids: the k + 1
+    buckets of :func:`sparse_buckets` (in ``log_q_ids``' dtype), where the target's tail is empty, and where the
+    student's tail is floored (its ids hold all but :data:`_LOG_TAIL_FLOOR` of its mass)."""
+    log_s = torch.logsumexp(log_q_ids, dim=-1)
+    floored = log_s > _LOG_TAIL_FLOOR
+    log_q_tail = _log1mexp(log_s.clamp_max(_LOG_TAIL_FLOOR))
+    p_tail = target.tail.to(log_q_ids.dtype)
     empty = torch.isneginf(p_tail)
     zero = torch.zeros((), dtype=p_tail.dtype, device=p_tail.device)
     p_tail, log_q_tail = torch.where(empty, zero, p_tail), torch.where(empty, zero, log_q_tail)
-    log_p = torch.cat([target.logprobs.float(), p_tail.unsqueeze(-1)], dim=-1)
+    log_p = torch.cat([target.logprobs.to(log_q_ids.dtype), p_tail.unsqueeze(-1)], dim=-1)
     log_q = torch.cat([log_q_ids, log_q_tail.unsqueeze(-1)], dim=-1)
-    return log_p, log_q
+    return log_p, log_q, empty, floored
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -155,6 +164,14 @@ def kd_terms(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor | Spar
     return temperature**2 * divergence(kd_loss, beta=kd_beta, alpha=kd_skew_alpha)(target, student)
 
 
+def _closed_form_log_q(logits: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log softmax(z / T)`` for the closed forms below: in float32 at least (the promoted dtype of the logits and
+    the target), called with autocast off so that bf16 autocast does not lower it."""
+    dtype = torch.promote_types(torch.promote_types(logits.dtype, target.dtype), torch.float32)
+    z = logits.to(dtype)
+    return F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
+
+
 class _ForwardKL(torch.autograd.Function):
     """``T²·KL(P ‖ Q)`` per position, ``Q = softmax(z / T)``, with its gradient in closed form.
 
@@ -165,11 +182,9 @@ class _ForwardKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target_logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
-        dtype = torch.promote_types(torch.promote_types(logits.dtype, target_logprobs.dtype), torch.float32)
-        with torch.autocast(logits.device.type, enabled=False):  # float32 at least, also under bf16 autocast
-            z = logits.to(dtype)
-            log_q = F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
-            target_logprobs = target_logprobs.to(dtype)
+        with torch.autocast(logits.device.type, enabled=False):
+            log_q = _closed_form_log_q(logits, target_logprobs, temperature)
+            target_logprobs = target_logprobs.to(log_q.dtype)
             p = target_logprobs.exp()
             kl = torch.linalg.vecdot(p, target_logprobs - log_q)
             q = log_q.exp_()
@@ -199,22 +214,16 @@ class _SparseForwardKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, ids, logprobs, tail, temperature: float) -> torch.Tensor:
-        dtype = torch.promote_types(torch.promote_types(logits.dtype, logprobs.dtype), torch.float32)
         with torch.autocast(logits.device.type, enabled=False):
-            z = logits.to(dtype)
-            log_q = F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
-            log_q_ids = log_q.gather(-1, ids)
-            log_s = torch.logsumexp(log_q_ids, dim=-1)  # log Σ_j Q[i_j]
-            log_q_tail = _log1mexp(log_s.clamp_max(_LOG_TAIL_FLOOR))
-            log_p, log_p_tail = logprobs.to(dtype), tail.to(dtype)
-            p = log_p.exp()
-            empty = torch.isneginf(log_p_tail)
-            p_tail = torch.where(empty, 0.0, log_p_tail.exp())
-            kl = torch.linalg.vecdot(p, log_p - log_q_ids) + torch.where(empty, 0.0, p_tail * (log_p_tail - log_q_tail))
-            r = torch.where(empty | (log_s > _LOG_TAIL_FLOOR), 0.0, p_tail / log_q_tail.exp())
+            log_q = _closed_form_log_q(logits, logprobs, temperature)
+            log_p, log_q_b, empty, floored = _buckets(log_q.gather(-1, ids), SparseTarget(ids, logprobs, tail))
+            kl = divergence("forward_kl")(log_p, log_q_b)
+            p, q_ids = log_p[..., :-1].exp(), log_q_b[..., :-1].exp()
+            p_tail = torch.where(empty, 0.0, log_p[..., -1].exp())
+            r = torch.where(empty | floored, 0.0, p_tail / log_q_b[..., -1].exp())
             q = log_q.exp_()
-            dense = p.sum(-1) - r * log_s.exp()
-            at_ids = r.unsqueeze(-1) * log_q_ids.exp() - p
+            dense = p.sum(-1) - r * q_ids.sum(-1)
+            at_ids = r.unsqueeze(-1) * q_ids - p
         ctx.save_for_backward(q, ids, dense, at_ids)
         ctx.temperature, ctx.logits_dtype = temperature, logits.dtype
         return kl.mul_(temperature**2)
