@@ -1,10 +1,13 @@
-"""Process-level runtime tuning applied by the `distill` command line.
+"""The process and its machine: glibc's allocator tuning, the memory available to new tensors, the device.
 
 On Linux/glibc, PyTorch's CPU tensors of a causal LM's logits (tokens x 50257 floats) are large enough that
 glibc serves each one with a fresh ``mmap`` and returns it with ``munmap``: every softmax, KL and backward
 op then pays page faults on tens of MB. Raising glibc's mmap and trim thresholds keeps those buffers in
 the heap for reuse; measured on a tiny GPT-2 distillation step on 2 CPU cores this cuts step time 2-2.5x.
 Set ``FAIR_DISTILL_NO_MALLOPT=1`` to leave the allocator alone.
+
+:func:`available_memory` is what the memory-for-speed choices of a training step read (the plain or fused loss:
+:mod:`distill.distillation.fused_loss`; attention kept or recomputed: :mod:`distill.distillation.lean`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ def tune_cpu_allocator() -> bool:
         ok = False
     _done = ok
     return ok
+
+
+def available_memory() -> int | None:
+    """Bytes available to new tensors on the CPU: ``MemAvailable`` (Linux), else ``None`` (unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def resolve_device(spec: str | None):

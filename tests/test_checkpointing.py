@@ -14,7 +14,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.distillation.config import DistillationConfig
-from distill.distillation.lean import RECOMPUTE_SDPA, lean_student
+from distill.distillation import lean
+from distill.distillation.lean import RECOMPUTE_SDPA, lean_student, recompute_attention
 from distill.distillation.teacher_cache import build_teacher_cache
 from distill.distillation.train import build_trainer
 from distill.distillation.trainer import DistillationTrainer
@@ -117,19 +118,67 @@ def test_checkpointing_with_teacher_cache(online, tmp_path):
         _assert_same(_step(plain, batch), _step(ckpt, batch))
 
 
-def test_lean_student_computes_the_same_function():
+def _saved_bytes_and_grads(model, ids):
+    """One forward and backward (fixed dropout seed): the bytes autograd keeps (each storage once), the loss and the
+    gradients."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    torch.manual_seed(1)  # the same dropout masks in every model
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept = sum(n for ptr, n in storages.items() if ptr not in params)
+    return kept, (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+
+
+@pytest.fixture
+def attention_cache_cleared():
+    lean._fits_by_shape.clear()
+    yield
+    lean._fits_by_shape.clear()
+
+
+@pytest.mark.parametrize("fits", [True, False])
+def test_lean_student_computes_the_same_function(fits, monkeypatch, attention_cache_cleared):
+    """Kept or recomputed, the lean student's attention gives the stock student's loss and gradients; recomputed, it
+    keeps less for backward, and kept, as much as the stock student's attention core."""
+    monkeypatch.setattr(lean, "ATTENTION_KEPT_SHARE", 1.0 if fits else 0.0)
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=97, n_positions=32, n_embd=32, n_layer=2, n_head=4)
     stock = GPT2LMHeadModel(cfg).train()
-    lean = copy.deepcopy(stock)
-    assert lean_student(lean) == {"recompute_attention": True, "fused_gelu": 2}
-    assert lean.config._attn_implementation == RECOMPUTE_SDPA
-    assert "_attn_implementation" not in lean.config.to_dict() and lean.config.activation_function == "gelu_new"
+    recomputing_only = copy.deepcopy(stock)
+    full = copy.deepcopy(stock)
+    assert lean_student(full) == {"recompute_attention": True, "fused_gelu": 2}
+    assert full.config._attn_implementation == RECOMPUTE_SDPA
+    assert "_attn_implementation" not in full.config.to_dict() and full.config.activation_function == "gelu_new"
+    assert recompute_attention(recomputing_only)
     ids = torch.randint(0, 97, (2, 16))
-    out = []
-    for model in (stock, lean):
-        torch.manual_seed(1)  # the same dropout masks in both
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        out.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
-    _assert_same(*out)
+    stock_kept, stock_out = _saved_bytes_and_grads(stock, ids)
+    attention_kept, attention_out = _saved_bytes_and_grads(recomputing_only, ids)
+    _, full_out = _saved_bytes_and_grads(full, ids)
+    _assert_same(stock_out, attention_out)
+    _assert_same(stock_out, full_out)
+    assert lean._fits_by_shape == {(2, 4, 16, 16, 2): fits}
+    probabilities = 2 * 4 * 16 * 16 * 4 * cfg.n_layer  # one float32 [B, heads, T, T] per block
+    if fits:
+        assert attention_kept == stock_kept
+    else:
+        assert attention_kept <= stock_kept - 2 * probabilities  # at least the probabilities and the dropped ones
+
+
+def test_attention_fits_counts_every_block_against_its_share():
+    gb = 2**30
+    heads, layers = 12, 6  # GPT-2 small's width, the recipe's student
+    need = lambda b, t: lean.ATTENTION_KEPT_FLOATS * b * heads * t * t * 4 * layers  # noqa: E731
+    assert lean.attention_fits(2, heads, 512, 512, layers, available=20 * gb)  # 0.5 GB: kept
+    assert not lean.attention_fits(8, heads, 1024, 1024, layers, available=20 * gb)  # 7.8 GB: recomputed
+    assert not lean.attention_fits(4, heads, 1024, 1024, layers, available=20 * gb)  # 3.9 GB > 2.5 GB
+    exact = need(4, 1024) / lean.ATTENTION_KEPT_SHARE
+    assert lean.attention_fits(4, heads, 1024, 1024, layers, available=int(exact) + 1)
+    assert not lean.attention_fits(4, heads, 1024, 1024, layers, available=int(exact) - 1)
+    assert not lean.attention_fits(4, heads, 1024, 1024, 2 * layers, available=int(exact) + 1)

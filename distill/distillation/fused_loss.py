@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import available_memory
 from .losses import combine_losses, cosine_terms, kd_terms, loss_weights
 from .teacher_side import TeacherSide
 
@@ -63,18 +64,6 @@ AUTO_CHUNK_BYTES = {"cpu": 32 * 2**20, "cuda": 256 * 2**20}
 PLAIN_LOSS_COPIES = 8
 #: the share of the available memory the plain loss may take under ``loss_chunk_size: auto``
 PLAIN_LOSS_SHARE = 0.25
-
-
-def available_memory() -> int | None:
-    """Bytes available to new tensors on the CPU: ``MemAvailable`` (Linux), else ``None`` (unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def plain_loss_fits(positions: int, vocab_size: int, available: int | None = None) -> bool:
