@@ -102,7 +102,7 @@ def test_checkpointing_with_dp_fast_keeps_clipped_sums(online):
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])
 def test_checkpointing_with_opacus_modes_is_refused_naming_fast(mode, tmp_path):
-    with pytest.raises(ConfigError, match=f"dp_mode {mode} does not support gradient_checkpointing.*dp_mode: fast"):
+    with pytest.raises(ConfigError, match=f"dp_mode {mode} does not support activation_checkpointing.*dp_mode: fast"):
         DistillationConfig(output_dir=str(tmp_path), dp_enabled=True, dp_mode=mode, dp_noise_multiplier=1.0,
                            packing=False, activation_checkpointing=True)
 

@@ -319,8 +319,9 @@ class DistillationConfig(TrainingArguments):
                 raise ConfigError("dp_enabled does not support fp16 loss scaling: use bf16 or float32.")
             if (self.gradient_checkpointing or getattr(self, "activation_checkpointing", False)) \
                     and self.dp_mode != "fast":
-                raise ConfigError(f"dp_mode {self.dp_mode} does not support gradient_checkpointing (opacus' hooks see "
-                                  "each recomputed forward): use dp_mode: fast, or turn gradient_checkpointing off.")
+                raise ConfigError(f"dp_mode {self.dp_mode} does not support activation_checkpointing (alias "
+                                  "gradient_checkpointing; opacus' hooks see each recomputed forward): use dp_mode: "
+                                  "fast, or turn activation_checkpointing off.")
             # per-record clipping (dp_max_grad_norm) replaces global clipping of the (noisy) gradient
             self.max_grad_norm = 0.0
 
