@@ -36,8 +36,8 @@ def tune_cpu_allocator() -> bool:
     return ok
 
 
-def available_memory() -> int | None:
-    """Bytes available to new tensors on the CPU: ``MemAvailable`` (Linux), else ``None`` (unknown)."""
+def _mem_available() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux), else ``None``."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -46,6 +46,20 @@ def available_memory() -> int | None:
     except OSError:
         pass
     return None
+
+
+def available_memory() -> int | None:
+    """Bytes available to this process's new tensors on the CPU: ``MemAvailable`` shared equally among the
+    processes of this machine (``LOCAL_WORLD_SIZE``, which ``torchrun`` and ``accelerate launch`` set; 1 without
+    it), since they all start at once and read the same figure; ``None`` where unknown (not Linux)."""
+    available = _mem_available()
+    if available is None:
+        return None
+    try:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        processes = 1
+    return available // processes
 
 
 def resolve_device(spec: str | None):

@@ -151,7 +151,7 @@ class DistillationConfig(TrainingArguments):
                   "'auto' runs the output layers over chunks of positions (~256 MiB of float32 logits a chunk on "
                   "GPU, ~32 MiB on CPU) so no [batch, length, vocab] tensor is held (faster and leaner on a GPU), "
                   "except on a CPU where the plain loss on full logits is faster and its ~8 float32 [batch, length, "
-                  "vocab] copies fit in a quarter of MemAvailable; a number: always chunked, this many positions a "
+                  "vocab] copies fit in a quarter of this process's share of MemAvailable; a number: always chunked, this many positions a "
                   "chunk; 'off': always the plain loss."},
     )
 

@@ -35,9 +35,10 @@ recipe's terms: plain 0.72x the fused loss's time at 8 x 64, 0.70x at 2 x 512 wi
 one matmul per output layer instead of a loop of chunks and a recomputation); it holds about
 :data:`PLAIN_LOSS_COPIES` float32 copies of ``[B, T, V]`` at its peak (measured 7.2), against about 2-4 for the
 fused loss. So on a CPU ``auto`` takes the plain loss when ``PLAIN_LOSS_COPIES · B·T·V · 4`` bytes are at most
-:data:`PLAIN_LOSS_SHARE` of ``MemAvailable`` (:func:`plain_loss_fits`), and the fused loss otherwise: GPT-2's
+:data:`PLAIN_LOSS_SHARE` of ``MemAvailable`` (this process's share of it:
+:func:`distill.runtime.available_memory`) (:func:`plain_loss_fits`), and the fused loss otherwise: GPT-2's
 vocabulary at 2 x 512 (1.6 GB) takes the plain loss on a machine with more than 6.4 GB free, 8 x 1024 (13 GB) the
-fused one unless 53 GB are free. Figures and commands: docs/performance.md.
+fused one unless 53 GB are free (per process). Figures and commands: docs/performance.md.
 
 Own code because the fused kernels that exist (Liger's fused linear JSD / cross-entropy) are GPU kernels for
 one divergence, without a temperature-softened counterfactual target or per-row (DP) reductions.

@@ -9,8 +9,8 @@ T]`` probabilities: 1.3 GB per block at 8 x 1024). Two rewrites, neither of whic
 computes:
 
 * :func:`recompute_attention`: where the fused kernels cannot run (dropout on, CPU) *and* the attention cores of all
-  blocks would keep more than :data:`ATTENTION_KEPT_SHARE` of the memory available (:func:`attention_fits`,
-  decided once per shape and process), the attention core runs under :func:`torch.utils.checkpoint.checkpoint`
+  blocks would keep more than :data:`ATTENTION_KEPT_SHARE` of the memory available to the process
+  (:func:`attention_fits`, :func:`distill.runtime.available_memory`; decided once per shape and process), the attention core runs under :func:`torch.utils.checkpoint.checkpoint`
   (non-reentrant, RNG state preserved): backward recomputes the probabilities and draws the same dropout mask, so
   only ``q, k, v`` (already kept by ``c_attn``) stay. That costs one more attention-core forward per block in
   backward — 8.5 % of a KD step at 2 x 512 with GPT-2 small's width (docs/performance.md) — so where the cores fit
