@@ -42,6 +42,9 @@ round's ratio of median step times, so drifting machine load hits both sides ali
    ``cached_kd_vs_kd``: KD from a teacher cache (``build_teacher_cache``, what ``distill cache-teacher`` runs)
    over online KD at GPT-2 shapes. Measured tables: docs/performance.md.
 
+``--compile-loss`` runs our contenders with ``compile_loss: true`` (the KD term through ``torch.compile``; the
+compile falls in the warm-up steps), TRL's as it is.
+
     pip install -e ".[bench]"          # TRL, for the kd_vs_trl comparison (skipped when missing)
     python scripts/bench.py [--json] [--steps 5] [--repeat 4] [--threads N]
     python scripts/bench.py --real-shapes --skip-tiny --gpu-batch 2 --gpu-seq 512 --json
@@ -77,20 +80,21 @@ from distill.runtime import tune_cpu_allocator  # noqa: E402
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def make_contenders(teacher_dir: str, batch: int, workdir: str, with_trl: bool) -> dict:
-    """name -> trainer; every student starts from the same weights.
+def make_contenders(teacher_dir: str, batch: int, workdir: str, with_trl: bool, ours: dict | None = None) -> dict:
+    """name -> trainer; every student starts from the same weights (``ours``: further config keys of our trainers).
 
     ``kd_matched`` (our KD with GKD's loss) faces ``trl_gkd``; ``kd`` (the shipped recipe's loss) is the
     reference of ``crr``, the DP modes and ``kd_frozen`` (embeddings frozen as under DP).
     """
-    trainers = {"kd": make_trainer("non-dp", teacher_dir, batch, workdir, **RECIPE)}
+    recipe, matched = {**RECIPE, **(ours or {})}, {**MATCHED, **(ours or {})}
+    trainers = {"kd": make_trainer("non-dp", teacher_dir, batch, workdir, **recipe)}
     student0 = copy.deepcopy(trainers["kd"].model)
-    trainers["crr"] = make_trainer("non-dp", teacher_dir, batch, workdir + "/crr", perturbation="mean", **RECIPE)
-    trainers["kd_frozen"] = make_trainer("non-dp-frozen", teacher_dir, batch, workdir, **RECIPE)
+    trainers["crr"] = make_trainer("non-dp", teacher_dir, batch, workdir + "/crr", perturbation="mean", **recipe)
+    trainers["kd_frozen"] = make_trainer("non-dp-frozen", teacher_dir, batch, workdir, **recipe)
     for mode in ("fast", "hooks", "ghost"):
-        trainers[f"dp_{mode}"] = make_trainer(mode, teacher_dir, batch, workdir, **RECIPE)
+        trainers[f"dp_{mode}"] = make_trainer(mode, teacher_dir, batch, workdir, **recipe)
     if with_trl:
-        trainers["kd_matched"] = make_trainer("non-dp", teacher_dir, batch, workdir + "/matched", **MATCHED)
+        trainers["kd_matched"] = make_trainer("non-dp", teacher_dir, batch, workdir + "/matched", **matched)
         trainers["trl_gkd"] = make_gkd_trainer(copy.deepcopy(student0), teacher_dir, trainers["kd"].processing_class,
                                                batch, workdir)
     for t in trainers.values():
@@ -120,7 +124,8 @@ def check_loss_parity(trainers: dict, batch: dict) -> float:
 # the parts
 # ---------------------------------------------------------------------------------------------------------------
 def bench_steps(a, teacher_dir: str, workdir: str, with_trl: bool) -> dict:
-    trainers = make_contenders(teacher_dir, a.batch, workdir, with_trl)
+    trainers = make_contenders(teacher_dir, a.batch, workdir, with_trl,
+                               {"compile_loss": True} if getattr(a, "compile_loss", False) else None)
     batch = demo_batch(trainers["kd"].processing_class, a.batch, a.seq, trainers["kd"].args.device)
     out: dict = {"gendered_row_share": float((trainers["crr"].token_swapper.swap_tokens(batch["input_ids"])
                                               != batch["input_ids"]).any(-1).float().mean())}
@@ -198,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--real-student-layers", type=int, default=6, help="student depth (DistilGPT-2: 6)")
     ap.add_argument("--loss-chunk-size", type=int, default=None,
                     help="GPT-2 shapes: our contenders' loss_chunk_size (default: the config's auto; kd_plain: off)")
+    ap.add_argument("--compile-loss", action="store_true",
+                    help="our contenders with compile_loss: true (warm-up steps absorb the compile; default: off, "
+                         "as in the config)")
     ap.add_argument("--_real-memory-child", dest="real_memory_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_teacher", dest="teacher", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_extra", dest="extra", default=None, help=argparse.SUPPRESS)
@@ -224,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     with_trl = trl_available()
-    result: dict = {"notes": []}
+    result: dict = {"notes": [], "compile_loss": a.compile_loss}
     if not with_trl:
         result["notes"].append("TRL is not installed, kd_vs_trl skipped: pip install -e '.[bench]'")
     t0 = time.perf_counter()

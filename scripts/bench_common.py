@@ -288,9 +288,11 @@ def trl_rlimit_gb() -> float:
 
 
 def loss_path(a) -> dict:
-    """Config keys that ``--loss-chunk-size`` sets on our GPT-2-shape contenders (none: the config's ``auto``)."""
+    """Config keys that ``--loss-chunk-size`` and ``--compile-loss`` set on our GPT-2-shape contenders (none: the
+    config's ``auto``, eager)."""
     size = getattr(a, "loss_chunk_size", None)
-    return {"loss_chunk_size": int(size)} if size else {}
+    return {**({"loss_chunk_size": int(size)} if size else {}),
+            **({"compile_loss": True} if getattr(a, "compile_loss", False) else {})}
 
 
 def recipe_memory(a, teacher_dir: str, with_trl: bool, batch: int = RECIPE_SHAPE[0], seq: int = RECIPE_SHAPE[1]
@@ -367,6 +369,7 @@ def bench_real_shapes(a, workdir: str, with_trl: bool) -> dict:
     kd_peak = peak.get("kd", peak.get("kd_matched"))
     return {"batch": a.gpu_batch, "seq": a.gpu_seq, "bf16": a.bf16, "memory_shape": [mem_batch, mem_seq],
             "loss_chunk_size": loss_path(a).get("loss_chunk_size", "auto"),
+            "compile_loss": loss_path(a).get("compile_loss", False),
             "floor_mb": floor, "kd_peak_vs_floor": kd_peak / floor if floor and isinstance(kd_peak, float) else None,
             "recipe_peak_mb": recipe.get("recipe_peak_mb"),
             "recipe_peak_mb_checkpointing": recipe.get("recipe_peak_mb_checkpointing"),

@@ -102,6 +102,52 @@ def test_forward_kl_closed_form_gradient_matches_autograd(t, dtype):
     torch.testing.assert_close(ours_z.grad, 2 * first)
 
 
+def test_compiled_forward_kl_gives_the_eager_value_and_gradient():
+    """``compile_loss``: the KD term and its gradient through ``torch.compile`` equal the definition's (one compile:
+    float32, T = 2, per-position weights, a second backward)."""
+    from distill.distillation import losses
+
+    losses._compiled_kl.clear()
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 5, 31, generator=g) * 3
+    target = torch.log_softmax(torch.randn(2, 5, 31, generator=g, dtype=torch.float64) * 1.5, dim=-1)
+    weights = torch.rand(2, 5, generator=g, dtype=torch.float64)
+    ref_z = z.double().requires_grad_()
+    ref = _forward_kl_by_autograd(ref_z, target, 2.0)
+    (ref * weights).sum().backward()
+    ours_z = z.clone().requires_grad_()
+    ours = losses.kd_terms(ours_z, target.float(), 2.0, compile_loss=True)
+    assert losses._compiled_kl["fn"] is not losses._kl_and_gradient  # it did compile (no fallback)
+    torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-5, atol=1e-5)
+    (ours * weights.float()).sum().backward(retain_graph=True)
+    torch.testing.assert_close(ours_z.grad.double(), ref_z.grad, rtol=1e-5, atol=1e-6)
+    first = ours_z.grad.clone()
+    (ours * weights.float()).sum().backward()
+    torch.testing.assert_close(ours_z.grad, 2 * first)
+
+
+def test_compile_loss_falls_back_to_eager_with_one_warning(monkeypatch):
+    """Where compilation fails the loss warns once and runs eager, with the same numbers."""
+    from distill.distillation import losses
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(losses, "_compiled_kl", {"fn": broken})
+    z, target = torch.randn(4, 9), torch.log_softmax(torch.randn(4, 9), -1)
+    with pytest.warns(RuntimeWarning, match=r"compile_loss: torch.compile failed \(RuntimeError: no C\+\+ compiler "
+                                            r"found\); the KD loss runs eager"):
+        first = losses.kd_terms(z, target, 2.0, compile_loss=True)
+    assert losses._compiled_kl["fn"] is losses._kl_and_gradient
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = losses.kd_terms(z, target, 2.0, compile_loss=True)
+    torch.testing.assert_close(first, losses.kd_terms(z, target, 2.0))
+    torch.testing.assert_close(again, first)
+
+
 def test_forward_kl_with_a_target_that_needs_gradient_takes_autograd():
     """A target that carries a gradient (not the teacher's) gets it through the generic divergence."""
     from distill.distillation.losses import kd_terms

@@ -56,6 +56,7 @@ class DistillationConfig(TrainingArguments):
         temperature, alpha_kd, alpha_lm, alpha_cos: ``alpha_kd·T²·D(teacher‖student) + alpha_lm·CE +
             alpha_cos·(1 − cos)`` at temperature ``T``.
         loss_chunk_size: positions per chunk of the fused loss (``auto``, a number, or ``off``).
+        compile_loss: the forward-KL term through ``torch.compile``.
         kd_loss, kd_beta, kd_skew_alpha: the divergence ``D`` and its parameters.
         teacher_cache, teacher_cache_top_k, teacher_cache_dtype, teacher_cache_shard_size: train from (or build)
             a cache of the teacher's top-k log-probabilities.
@@ -151,8 +152,15 @@ class DistillationConfig(TrainingArguments):
                   "'auto' runs the output layers over chunks of positions (~256 MiB of float32 logits a chunk on "
                   "GPU, ~32 MiB on CPU) so no [batch, length, vocab] tensor is held (faster and leaner on a GPU), "
                   "except on a CPU where the plain loss on full logits is faster and its ~8 float32 [batch, length, "
-                  "vocab] copies fit in a quarter of this process's share of MemAvailable; a number: always chunked, this many positions a "
-                  "chunk; 'off': always the plain loss."},
+                  "vocab] copies fit in a quarter of this process's share of MemAvailable; a number: always chunked, "
+                  "this many positions a chunk; 'off': always the plain loss."},
+    )
+    compile_loss: bool = field(
+        default=False,
+        metadata={"help": "Run the forward-KL term and its gradient through torch.compile (the same numbers to float "
+                  "rounding; fewer passes over the vocabulary). Each process compiles once per batch shape, seconds "
+                  "to tens of seconds, so it pays off over long runs, not short ones; where compilation fails, one "
+                  "warning and the eager loss."},
     )
 
     # ---- KD divergence and teacher cache (distill.divergences, distill.distillation.teacher_cache) ----------------
@@ -331,8 +339,9 @@ class DistillationConfig(TrainingArguments):
                               "alpha_cos must be 0 when training from a cache: set alpha_cos: 0.")
 
     def kd_kwargs(self) -> dict[str, Any]:
-        """The KD divergence keys of :func:`distill.distillation.losses.distillation_loss`."""
-        return {"kd_loss": self.kd_loss, "kd_beta": self.kd_beta, "kd_skew_alpha": self.kd_skew_alpha}
+        """The KD divergence keys of :func:`distill.distillation.losses.distillation_loss` (and how it runs)."""
+        return {"kd_loss": self.kd_loss, "kd_beta": self.kd_beta, "kd_skew_alpha": self.kd_skew_alpha,
+                "compile_loss": self.compile_loss}
 
     # ---- (de)serialisation ----------------------------------------------------------------------------
     def distill_dict(self, only_non_default: bool = True) -> dict[str, Any]:

@@ -148,17 +148,19 @@ def teacher_log_probs(teacher_logits: torch.Tensor, temperature: float, inplace:
 
 
 def kd_terms(student_logits: torch.Tensor, teacher_logprobs: torch.Tensor | SparseTarget, temperature: float, *,
-             kd_loss: str = "forward_kl", kd_beta: float = 0.5, kd_skew_alpha: float = 0.1) -> torch.Tensor:
+             kd_loss: str = "forward_kl", kd_beta: float = 0.5, kd_skew_alpha: float = 0.1,
+             compile_loss: bool = False) -> torch.Tensor:
     """``[B, T]``: ``T^2 * D(p_T || p_S)`` at each position, D = ``kd_loss`` (:mod:`distill.divergences`;
     ``kd_beta`` is the JSD's β, ``kd_skew_alpha`` the skew KLs' α). ``teacher_logprobs`` is dense ``[B, T, V]``
-    or a :class:`SparseTarget`."""
+    or a :class:`SparseTarget`. ``compile_loss``: forward KL against a dense target through ``torch.compile``
+    (:class:`_ForwardKL`; the same numbers to float rounding)."""
     if isinstance(teacher_logprobs, SparseTarget):
         if kd_loss == "forward_kl" and not (teacher_logprobs.logprobs.requires_grad or teacher_logprobs.tail.requires_grad):
             return _SparseForwardKL.apply(student_logits, teacher_logprobs.ids, teacher_logprobs.logprobs,
                                           teacher_logprobs.tail, temperature)
         target, student = sparse_buckets(student_logits, teacher_logprobs, temperature)
     elif kd_loss == "forward_kl" and not teacher_logprobs.requires_grad:
-        return _ForwardKL.apply(student_logits, teacher_logprobs, temperature)
+        return _ForwardKL.apply(student_logits, teacher_logprobs, temperature, compile_loss)
     else:
         target, student = teacher_logprobs, F.log_softmax(_soften(student_logits, temperature), dim=-1)
     return temperature**2 * divergence(kd_loss, beta=kd_beta, alpha=kd_skew_alpha)(target, student)
@@ -172,31 +174,63 @@ def _closed_form_log_q(logits: torch.Tensor, target: torch.Tensor, temperature: 
     return F.log_softmax(z if temperature == 1.0 else z / temperature, dim=-1)
 
 
+def _kl_and_gradient(logits: torch.Tensor, target_logprobs: torch.Tensor, temperature: float
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position ``T²·KL(P ‖ Q)``, ``Q = softmax(z / T)``, and its gradient ``T·(Q − P)`` w.r.t. the logits
+    (float32 at least; the body of :class:`_ForwardKL`, eager or compiled)."""
+    log_q = _closed_form_log_q(logits, target_logprobs, temperature)
+    target_logprobs = target_logprobs.to(log_q.dtype)
+    p = target_logprobs.exp()
+    kl = torch.linalg.vecdot(p, target_logprobs - log_q).mul_(temperature**2)
+    gradient = log_q.exp_().sub_(p)
+    return kl, gradient if temperature == 1.0 else gradient.mul_(temperature)
+
+
+_compiled_kl: dict[str, object] = {}
+
+
+def _compiled_kl_and_gradient(logits: torch.Tensor, target_logprobs: torch.Tensor, temperature: float):
+    """:func:`_kl_and_gradient` through ``torch.compile`` (inductor: the log-softmax, the KL's reduction and the
+    gradient fused into a few passes over the vocabulary; compiled once per process, batch shape and temperature).
+    Where compilation fails (no C++ compiler, an unsupported backend), one warning and eager from then on."""
+    fn = _compiled_kl.get("fn")
+    if fn is None:
+        fn = _compiled_kl["fn"] = torch.compile(_kl_and_gradient, dynamic=False)
+    if fn is not _kl_and_gradient:
+        try:
+            return fn(logits, target_logprobs, temperature)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager body computes the same
+            import warnings
+
+            warnings.warn(f"compile_loss: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                          "the KD loss runs eager from now on (same numbers, slower).", RuntimeWarning, stacklevel=2)
+            _compiled_kl["fn"] = _kl_and_gradient
+    return _kl_and_gradient(logits, target_logprobs, temperature)
+
+
 class _ForwardKL(torch.autograd.Function):
     """``T²·KL(P ‖ Q)`` per position, ``Q = softmax(z / T)``, with its gradient in closed form.
 
-    ``∂/∂z [T² Σ_i P_i (log P_i − log Q_i)] = T·(Q − P)`` (``Σ P = 1``), so backward is one subtraction and one
-    scaling of two saved ``[..., V]`` tensors (``Q`` and ``P``), where autograd through the log-softmax and the
-    product keeps three and runs four vocabulary-wide kernels more (docs/performance.md). The target carries no
-    gradient (it is the teacher's); a target that does goes through the generic divergence instead."""
+    ``∂/∂z [T² Σ_i P_i (log P_i − log Q_i)] = T·(Q − P)`` (``Σ P = 1``): forward computes it with the KL and keeps
+    that one ``[..., V]`` tensor, and backward scales it by the incoming gradient, where autograd through the
+    log-softmax and the product keeps three and runs four vocabulary-wide kernels more (docs/performance.md). With
+    ``compiled`` the forward is one ``torch.compile``d function (:func:`_compiled_kl_and_gradient`). The target
+    carries no gradient (it is the teacher's); a target that does goes through the generic divergence instead."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target_logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, target_logprobs: torch.Tensor, temperature: float,
+                compiled: bool = False) -> torch.Tensor:
         with torch.autocast(logits.device.type, enabled=False):
-            log_q = _closed_form_log_q(logits, target_logprobs, temperature)
-            target_logprobs = target_logprobs.to(log_q.dtype)
-            p = target_logprobs.exp()
-            kl = torch.linalg.vecdot(p, target_logprobs - log_q)
-            q = log_q.exp_()
-        ctx.save_for_backward(q, p)
-        ctx.temperature, ctx.logits_dtype = temperature, logits.dtype
-        return kl.mul_(temperature**2)
+            kl, gradient = (_compiled_kl_and_gradient if compiled else _kl_and_gradient)(
+                logits, target_logprobs, temperature)
+        ctx.save_for_backward(gradient)
+        ctx.logits_dtype = logits.dtype
+        return kl
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        q, p = ctx.saved_tensors  # not modified: a second backward (retain_graph) reads them again
-        grad_logits = torch.sub(q, p).mul_((grad * ctx.temperature).unsqueeze(-1))
-        return grad_logits.to(ctx.logits_dtype), None, None
+        (gradient,) = ctx.saved_tensors  # not modified: a second backward (retain_graph) reads it again
+        return (gradient * grad.unsqueeze(-1)).to(ctx.logits_dtype), None, None, None
 
 
 class _SparseForwardKL(torch.autograd.Function):
@@ -298,10 +332,12 @@ def distillation_loss(
     kd_loss: str = "forward_kl",
     kd_beta: float = 0.5,
     kd_skew_alpha: float = 0.1,
+    compile_loss: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The combined loss ``α_kd·T²·D + α_lm·CE + α_cos·(1−cos)`` and its components (detached).
 
-    D is ``kd_loss`` (forward KL by default; see :func:`kd_terms`), against a dense or a sparse target.
+    D is ``kd_loss`` (forward KL by default; see :func:`kd_terms`, also for ``compile_loss``), against a dense or a
+    sparse target.
 
     By default each term is the mean over all counted positions of the batch. ``per_row=True`` gives a ``[B]``
     loss instead, each term averaged over the row's own positions: what DP-SGD clips, since a row's gradient
@@ -311,7 +347,7 @@ def distillation_loss(
     terms: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     if alpha_kd > 0:
         terms["loss_kd"] = (kd_terms(student_logits, teacher_logprobs, temperature, kd_loss=kd_loss, kd_beta=kd_beta,
-                                     kd_skew_alpha=kd_skew_alpha), mask)
+                                     kd_skew_alpha=kd_skew_alpha, compile_loss=compile_loss), mask)
     if alpha_lm > 0:
         terms["loss_lm"] = lm_terms(student_logits, labels)
     if alpha_cos > 0:
