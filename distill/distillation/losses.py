@@ -30,8 +30,9 @@ other rows through a batch-wide count). The same sum as ``Σ_t w_t · term_t`` w
 ``= α / #counted`` is what the fused loss accumulates chunk by chunk.
 
 The default term, forward KL, has its gradient in closed form instead of autograd through the log-softmax and the
-product: against a dense target ``∂/∂z_S T²·KL(P ‖ softmax(z_S/T)) = T·(Q − P)`` (:class:`_ForwardKL`), against a
-sparse one a scaled ``Q`` plus k entries per position (:class:`_SparseForwardKL`). The same numbers (tested against
+product: against a dense target ``∂/∂z_S T²·KL(P ‖ softmax(z_S/T)) = T·(Q − P)`` (:class:`_ForwardKL`, which keeps
+that one tensor; ``compile_loss`` runs it through ``torch.compile``), against a sparse one a scaled ``Q`` plus k
+entries per position (:class:`_SparseForwardKL`). The same numbers (tested against
 autograd on the definition) with fewer vocabulary-wide tensors kept for backward and fewer kernels, which is most of
 a small model's step (docs/performance.md).
 Own code because autograd is the library that does this, only slower; the fused kernels that exist (Liger's) are
