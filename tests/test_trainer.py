@@ -48,6 +48,31 @@ def test_kd_loss_in_trainer_uses_the_teacher(tiny_args):
     assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("loss_chunk_size", ["off", 8])
+def test_compile_loss_reaches_the_kd_term_on_both_loss_paths(tiny_args, monkeypatch, loss_chunk_size):
+    """``compile_loss: true`` sends the KD term of the plain and the fused loss through the compiled body (a spy
+    here, which computes the eager numbers: the compiled ones are checked in test_losses.py)."""
+    from distill.distillation import losses
+
+    calls = []
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return losses._kl_and_gradient(*args)
+
+    monkeypatch.setattr(losses, "_compiled_kl_and_gradient", spy)
+    batch = None
+    values = []
+    for compile_loss in (False, True):
+        trainer = build_trainer(tiny_args(alpha_kd=1.0, alpha_lm=0.5, temperature=2.0, compile_loss=compile_loss,
+                                          loss_chunk_size=loss_chunk_size))
+        batch = batch or _batch(trainer)
+        trainer.model.eval()
+        values.append(trainer.compute_loss(trainer.model, batch))
+        assert bool(calls) == compile_loss
+    assert values[1].item() == pytest.approx(values[0].item(), rel=1e-6)
+
+
 def test_teacher_frozen_and_bit_identical_after_training(tiny_args):
     trainer = build_trainer(tiny_args(max_steps=3, alpha_cos=0.5))
     before = _digest(trainer.teacher)
