@@ -174,4 +174,4 @@ def test_config_validates_the_menu(tmp_path):
     with pytest.raises(ConfigError, match="alpha_cos must be 0"):
         DistillationConfig(output_dir=str(tmp_path), teacher_cache="c", alpha_cos=1.0)
     cfg = DistillationConfig(output_dir=str(tmp_path), kd_loss="jsd", kd_beta=0.9)
-    assert cfg.kd_kwargs() == {"kd_loss": "jsd", "kd_beta": 0.9, "kd_skew_alpha": 0.1}
+    assert cfg.kd_kwargs() == {"kd_loss": "jsd", "kd_beta": 0.9, "kd_skew_alpha": 0.1, "compile_loss": False}
