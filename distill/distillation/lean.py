@@ -10,9 +10,10 @@ computes:
 
 * :func:`recompute_attention`: where the fused kernels cannot run (dropout on, CPU) *and* the attention cores of all
   blocks would keep more than :data:`ATTENTION_KEPT_SHARE` of the memory available to the process
-  (:func:`attention_fits`, :func:`distill.runtime.available_memory`; decided once per shape and process), the attention core runs under :func:`torch.utils.checkpoint.checkpoint`
-  (non-reentrant, RNG state preserved): backward recomputes the probabilities and draws the same dropout mask, so
-  only ``q, k, v`` (already kept by ``c_attn``) stay. That costs one more attention-core forward per block in
+  (:func:`attention_fits`, :func:`distill.runtime.available_memory`; decided once per shape and process), the
+  attention core runs under :func:`torch.utils.checkpoint.checkpoint` (non-reentrant, RNG state preserved):
+  backward recomputes the probabilities and draws the same dropout mask, so only ``q, k, v`` (already kept by
+  ``c_attn``) stay. That costs one more attention-core forward per block in
   backward — 8.5 % of a KD step at 2 x 512 with GPT-2 small's width (docs/performance.md) — so where the cores fit
   they are kept, as for the loss (:func:`distill.distillation.fused_loss.prefers_plain_loss`): the fastest path
   where memory is not the limit, the leanest where it is. On a GPU, SDPA's flash / memory-efficient kernels support
@@ -88,8 +89,8 @@ def _register() -> None:
 
 def recompute_attention(model: nn.Module) -> bool:
     """Switch a model that uses SDPA attention to :data:`RECOMPUTE_SDPA` (SDPA, the core recomputed in backward
-    when it has to run the math path with dropout and the cores do not fit: :func:`attention_fits`). Returns whether it switched (other implementations, e.g.
-    ``eager`` or ``flash_attention_2``, are left as they are)."""
+    when it has to run the math path with dropout and the cores do not fit: :func:`attention_fits`). Returns
+    whether it switched (other implementations, e.g. ``eager`` or ``flash_attention_2``, are left as they are)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False

@@ -203,8 +203,9 @@ def _compiled_kl_and_gradient(logits: torch.Tensor, target_logprobs: torch.Tenso
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager body computes the same
             import warnings
 
-            warnings.warn(f"compile_loss: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                          "the KD loss runs eager from now on (same numbers, slower).", RuntimeWarning, stacklevel=2)
+            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            warnings.warn(f"compile_loss: torch.compile failed ({reason}); the KD loss runs eager from now on (same "
+                          "numbers, slower).", RuntimeWarning, stacklevel=2)
             _compiled_kl["fn"] = _kl_and_gradient
     return _kl_and_gradient(logits, target_logprobs, temperature)
 
