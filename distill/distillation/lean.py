@@ -38,8 +38,8 @@ from ..runtime import available_memory
 #: the attention implementation name :func:`recompute_attention` registers with transformers
 RECOMPUTE_SDPA = "sdpa_recompute_dropout"
 #: float32-sized values SDPA's math path keeps per element of the ``[B, heads, T_q, T_k]`` probabilities under
-#: dropout: scores, probabilities, dropped probabilities and the boolean mask (measured: 2.75, "Where the 8 x 1024
-#: peak goes" in docs/performance.md)
+#: dropout, counted as an upper bound: scores, probabilities and dropped probabilities (3 float32) and the boolean
+#: mask (1 byte = 0.25); measured 2.75 ("Where the 8 x 1024 peak goes" in docs/performance.md)
 ATTENTION_KEPT_FLOATS = 3.25
 #: the share of the available memory the attention cores of all blocks may keep before they are recomputed
 #: (the plain loss may take another quarter: :data:`distill.distillation.fused_loss.PLAIN_LOSS_SHARE`)
