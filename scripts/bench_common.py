@@ -177,7 +177,7 @@ def make_real_contender(name: str, teacher_dir: str, batch: int, workdir: str, t
     """
     from transformers import AutoModelForCausalLM
 
-    if teacher is None:
+    if teacher is None or name == "trl_gkd":  # TRL's own, as it loads it: ours fuse a shared teacher's GELU in place
         teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
     if name == "trl_gkd":  # the student and tokenizer our trainers get, built the same way
         from distill.distillation.config import DistillationConfig

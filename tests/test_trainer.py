@@ -48,6 +48,23 @@ def test_kd_loss_in_trainer_uses_the_teacher(tiny_args):
     assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+def test_teacher_gelu_is_fused_and_predicts_as_loaded(tiny_args, tiny_teacher_dir):
+    """The trainer's teacher runs GPT-2's tanh GELU as one kernel (distill.distillation.lean.lean_teacher): the
+    teacher as loaded from disk gives the same logits to float32 rounding."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    trainer = build_trainer(tiny_args())
+    acts = [type(m) for m in trainer.teacher.modules() if isinstance(m, (GELUTanh, NewGELUActivation))]
+    assert acts and set(acts) == {GELUTanh}, acts
+    stock = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir).eval()
+    assert any(isinstance(m, NewGELUActivation) for m in stock.modules())
+    ids = _batch(trainer)["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.teacher(input_ids=ids).logits, stock(input_ids=ids).logits,
+                                   rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("loss_chunk_size", ["off", 8])
 def test_compile_loss_reaches_the_kd_term_on_both_loss_paths(tiny_args, monkeypatch, loss_chunk_size):
     """``compile_loss: true`` sends the KD term of the plain and the fused loss through the compiled body (a spy

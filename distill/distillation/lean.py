@@ -24,7 +24,10 @@ computes:
   ``F.gelu(approximate="tanh")`` kernel that keeps its input only) — the same formula, equal to float32 rounding
   (≈ 1e-7). Only the module objects change: the saved config still says ``gelu_new``.
 
-:func:`lean_student` applies both. The teacher runs without gradients and is left alone.
+:func:`lean_student` applies both to the student. The teacher runs without gradients, so it keeps no activations and
+its attention takes SDPA's fused kernel; :func:`lean_teacher` fuses its GELU only, for speed: one kernel instead of
+seven over every ``[B, T, 4H]`` MLP activation of every block (at 2 x 512 with GPT-2 small's 12 blocks, about a tenth
+of the teacher forward's time, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -115,3 +118,8 @@ def fuse_gelu(model: nn.Module) -> int:
 def lean_student(model: nn.Module) -> dict[str, int | bool]:
     """:func:`recompute_attention` and :func:`fuse_gelu` on the student; what changed."""
     return {"recompute_attention": recompute_attention(model), "fused_gelu": fuse_gelu(model)}
+
+
+def lean_teacher(model: nn.Module) -> dict[str, int]:
+    """:func:`fuse_gelu` on the teacher (it runs without gradients: nothing is kept, only the speed changes)."""
+    return {"fused_gelu": fuse_gelu(model)}

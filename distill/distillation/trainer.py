@@ -45,7 +45,7 @@ from ..outputs import CACHE_ROW, CONFIG_FILENAME, RECORD_ID, TRAINING_ARGS_FILEN
 from ..text_data import DistillationCollator
 from .fused_loss import fused_distillation_loss, prefers_plain_loss
 from .losses import distillation_loss, lm_loss
-from .lean import lean_student
+from .lean import lean_student, lean_teacher
 from .models import build_models
 from .parallel import check_parallel_engine
 from .teacher_side import CachedTeacherSide, TeacherOutputs, hidden_output_layer, no_logits, run_teacher, \
@@ -100,6 +100,7 @@ class DistillationTrainer(Trainer):
 
         teacher_model.eval()
         teacher_model.requires_grad_(False)
+        lean_teacher(teacher_model)  # the same function in fewer kernels (distill.distillation.lean)
         # Like the student, the teacher goes through accelerate (device placement; no DDP wrapper for
         # a model that only runs inference).
         self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
