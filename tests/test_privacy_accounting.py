@@ -15,6 +15,27 @@ def _stepped(mechanism, sigma, q, steps, delta):
     return acc
 
 
+def test_rdp_epsilon_of_any_history_is_opacus_bit_for_bit():
+    """ε from the kept per-step RDP (distill.privacy.accounting.rdp_per_step) is opacus' RDPAccountant's ε exactly,
+    for histories of several stretches (σ or q changed, a stretch repeated), before and after the cache is warm."""
+    from opacus.accountants import RDPAccountant
+
+    from distill.privacy.accounting import epsilon_of_history, rdp_per_step
+
+    histories = [[(1.1, 0.01, 1)], [(0.7, 0.02, 300)], [(1.1, 0.01, 120), (2.0, 0.01, 30), (1.1, 0.01, 7)],
+                 [(0.55, 0.018, 80), (0.55, 0.05, 3)], [(3.0, 1.0, 10)]]
+    rdp_per_step.cache_clear()
+    for _ in range(2):
+        for history in histories:
+            ref = RDPAccountant()
+            ref.history = list(history)
+            for delta in (1e-5, 1e-3):
+                assert epsilon_of_history(history, delta) == float(ref.get_epsilon(delta)), history
+    assert rdp_per_step.cache_info().misses == len({(s, q) for h in histories for s, q, _ in h})
+    with pytest.raises(ValueError):  # what callers get back cannot be changed under the cache
+        rdp_per_step(1.1, 0.01)[0] = 0.0
+
+
 @pytest.mark.parametrize("sigma,q,steps,delta", CASES)
 def test_rdp_epsilon_matches_opacus_and_dp_accounting(sigma, q, steps, delta):
     import dp_accounting
