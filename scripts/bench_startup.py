@@ -3,7 +3,7 @@
 tokenizer (the behaviour before it). Both paths in one process, alternated run by run; median wall seconds of
 `run_training` (tiny 4 x 32 teacher, `builtin:tiny`, 2 steps, with its validation pass).
 
-    python scripts/bench_startup.py [--runs 4]
+    python scripts/bench_startup.py [--runs 4] [--teacher DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4, help="runs per path (alternated)")
+    parser.add_argument("--teacher", default=None,
+                        help="a saved teacher to distil (default: a tiny 4 x 32 GPT-2 trained here for 40 steps)")
     opts = parser.parse_args(argv)
 
     import distill.text_data as text_data
@@ -33,9 +35,10 @@ def main(argv: list[str] | None = None) -> dict:
     from distill.distillation.train import run_training
 
     work = tempfile.mkdtemp(prefix="bench-startup-")
-    teacher = os.path.join(work, "teacher")
-    train_tiny_teacher(teacher, TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8,
-                                                block_size=32), progress=False)
+    teacher = opts.teacher or os.path.join(work, "teacher")
+    if not opts.teacher:
+        train_tiny_teacher(teacher, TinyTeacherSpec(n_layer=4, n_embd=32, n_head=2, steps=40, batch_size=8,
+                                                    block_size=32), progress=False)
 
     def config(out: str) -> DistillationConfig:
         return DistillationConfig(output_dir=os.path.join(work, out), teacher_model_name_or_path=teacher,

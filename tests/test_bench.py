@@ -38,6 +38,27 @@ def run_script(capsys, monkeypatch):
     return run
 
 
+@pytest.fixture
+def memory_in_process(monkeypatch, run_script):
+    """The scripts' GPT-2-shape memory runs in this process instead of a fresh one each (~12 s of start-up on a slow
+    2-core machine). Runs under an address-space cap (TRL's) still start their own process: the cap must not apply
+    to this one. ``bench_smoke`` covers the fresh-process path of the tiny part (``bench_dp.py``'s child)."""
+    import bench_common
+
+    fresh = bench_common.measure_real_memory
+    calls = []
+
+    def measure(name, a, teacher_dir, batch=None, seq=None, extra=None, rlimit_gb=None):
+        calls.append("fresh" if rlimit_gb else "in-process")
+        if rlimit_gb:
+            return fresh(name, a, teacher_dir, batch, seq, extra=extra, rlimit_gb=rlimit_gb)
+        return bench_common.real_memory_child(name, teacher_dir, batch or a.gpu_batch, seq or a.gpu_seq,
+                                              a.real_memory_steps, a.bf16, a.real_student_layers, extra)
+
+    monkeypatch.setattr(bench_common, "measure_real_memory", measure)
+    return calls
+
+
 def test_bench_smoke_json_has_every_comparison(run_script):
     r, err = run_script("bench", ["--json", "--steps", "1", "--repeat", "1", "--warmup", "0", "--batch", "2", "--seq",
                                   "16", "--eval-prompts", "3", "--eval-new-tokens", "3"])
@@ -62,8 +83,9 @@ def test_bench_smoke_json_has_every_comparison(run_script):
 SMALL_GPT2 = ["--real-teacher-layers", "1", "--real-width", "32", "--real-student-layers", "1"]
 
 
-def test_bench_real_shapes_alone_reports_memory_and_trl(run_script):
-    """``--real-shapes --skip-tiny`` (the spelling the docs use), on a small GPT-2 to stay CI-sized."""
+def test_bench_real_shapes_alone_reports_memory_and_trl(run_script, memory_in_process):
+    """``--real-shapes --skip-tiny`` (the spelling the docs use), on a small GPT-2 to stay CI-sized; TRL's capped runs
+    in a fresh process each (the path of every memory run outside tests), ours in this one."""
     with_trl = importlib.util.find_spec("trl") is not None
     contenders = "kd_matched,trl_gkd" if with_trl else "kd_matched"
     r, err = run_script("bench", ["--real-shapes", "--skip-tiny", "--gpu-batch", "1", "--gpu-seq", "16", "--json",
@@ -88,9 +110,12 @@ def test_bench_real_shapes_alone_reports_memory_and_trl(run_script):
         assert real["kd_vs_trl"] > 0 and real["kd_mem_vs_trl"] > 0
         assert real["targets"]["kd_mem_vs_trl"]["met"] in (True, False)
     assert "peak training memory" in err
+    # kd_matched's probe and the recipe's two KD runs in this process, TRL's probe and recipe run fresh
+    assert memory_in_process == ["in-process", "fresh", "in-process", "in-process", "fresh"] if with_trl else \
+        ["in-process"] * 3
 
 
-def test_gpu_check_smoke_on_cpu(run_script, tmp_path):
+def test_gpu_check_smoke_on_cpu(run_script, tmp_path, memory_in_process):
     out = tmp_path / "gpu_check.json"
     r, _ = run_script("gpu_check", ["--teacher-layers", "1", "--width", "32", "--student-layers", "1", "--batch", "2",
                                     "--seq", "16", "--kd-steps", "4", "--repeat", "1", "--steps", "1",
@@ -125,7 +150,7 @@ def test_scripts_share_helpers_only_through_bench_common():
         assert imported & names <= allowed, (f, sorted(imported & names - allowed))
 
 
-def test_bench_startup_smoke(run_script):
-    result, _ = run_script("bench_startup", ["--runs", "1"])
+def test_bench_startup_smoke(run_script, tiny_teacher_dir):
+    result, _ = run_script("bench_startup", ["--runs", "1", "--teacher", tiny_teacher_dir])
     assert set(result["seconds"]) == {"pickled_tokenizer", "tokenizer_definition"}
     assert all(len(v) == 1 and v[0] > 0 for v in result["seconds"].values()) and result["speedup"] > 0
