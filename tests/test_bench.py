@@ -111,8 +111,8 @@ def test_bench_real_shapes_alone_reports_memory_and_trl(run_script, memory_in_pr
         assert real["targets"]["kd_mem_vs_trl"]["met"] in (True, False)
     assert "peak training memory" in err
     # kd_matched's probe and the recipe's two KD runs in this process, TRL's probe and recipe run fresh
-    assert memory_in_process == ["in-process", "fresh", "in-process", "in-process", "fresh"] if with_trl else \
-        ["in-process"] * 3
+    expected = ["in-process", "fresh", "in-process", "in-process", "fresh"] if with_trl else ["in-process"] * 3
+    assert memory_in_process == expected
 
 
 def test_gpu_check_smoke_on_cpu(run_script, tmp_path, memory_in_process):
