@@ -53,6 +53,7 @@ from torch import nn
 from ..counterfactual.perturbation import (mixes_in_place, perturb_positions, perturb_swapped_rows,
                                            perturb_swapped_segments)
 from ..counterfactual.token_pairs import TokenSwapper
+from .aligned_logits import aligns, linear_log_softmax
 from .losses import SparseTarget, teacher_log_probs
 
 
@@ -212,8 +213,12 @@ def split_output_layer(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
 def output_log_probs(head: nn.Module, hidden: torch.Tensor, temperature: float) -> torch.Tensor:
     """``log softmax(head(hidden) / T)``; a bias-free float32 output layer takes ``hidden / T`` instead, which is
-    the same and touches ``H`` values a position instead of ``V``."""
-    if temperature != 1.0 and getattr(head, "bias", None) is None and hidden.dtype == torch.float32:
+    the same and touches ``H`` values a position instead of ``V``. On a CPU the logits rows are 64-byte aligned
+    where that applies (:func:`~distill.distillation.aligned_logits.linear_log_softmax`)."""
+    scaled = temperature != 1.0 and getattr(head, "bias", None) is None and hidden.dtype == torch.float32
+    if (temperature == 1.0 or scaled) and aligns(head, hidden):
+        return linear_log_softmax(head, hidden / temperature if scaled else hidden)
+    if scaled:
         return teacher_log_probs(head(hidden / temperature), 1.0)
     return teacher_log_probs(head(hidden), temperature, inplace=True)
 

@@ -43,6 +43,7 @@ from .config import DistillationConfig
 from ..errors import ConfigError
 from ..outputs import CACHE_ROW, CONFIG_FILENAME, RECORD_ID, TRAINING_ARGS_FILENAME
 from ..text_data import DistillationCollator
+from .aligned_logits import aligns, linear_logits
 from .fused_loss import fused_distillation_loss, prefers_plain_loss
 from .losses import distillation_loss, lm_loss
 from .lean import lean_student, lean_teacher
@@ -294,11 +295,19 @@ class DistillationTrainer(Trainer):
         fused = fused is not False and self.uses_fused_loss(None if fused else inputs)
         need_hidden = args.alpha_cos > 0
         model_inputs = {k: inputs[k] for k in MODEL_INPUT_KEYS if k in inputs}
-        if fused:
+        # the plain loss's student logits through the aligned output layer where it applies (a CPU, float32, no DP
+        # hooks to feed, no autocast): the forward stops before its output layer, as for the fused loss
+        aligned_head = None
+        if not fused and self._student_head is not None and self.privacy is None and not (args.bf16 or args.fp16) \
+                and aligns(self._student_head):
+            aligned_head = self._student_head
+        if fused or aligned_head is not None:
             outputs = model(**model_inputs, output_hidden_states=True,
                             logits_to_keep=no_logits(inputs["labels"].device))
         else:
             outputs = model(**model_inputs, output_hidden_states=need_hidden)
+        if aligned_head is not None:
+            outputs["logits"] = linear_logits(aligned_head, outputs.hidden_states[-1])
         teacher = TeacherOutputs()
         if args.alpha_kd > 0 or need_hidden:  # (a teacher cache refuses alpha_cos)
             teacher = self.teacher_outputs(inputs, need_hidden, lazy=fused)
