@@ -7,6 +7,9 @@ layers (`distill.distillation.aligned_logits`) save. Four steps, round-robin in 
   layer, backward from a fixed gradient on the student's logits, the optimizer step; no loss term at all;
 * ``trl_gkd`` — TRL's ``GKDTrainer`` on the same student and batch (skipped without TRL or with ``--skip-trl``).
 
+Before them, the student's output layer alone on ``B·T`` positions, without gradients (``output_layer_seconds``):
+``F.linear`` into a fresh contiguous tensor against the row-aligned one, alternated.
+
 Ratios are medians over rounds of each round's ratio (``bench_common.Timings``). The glibc allocator is tuned as
 ``distill train`` tunes it. GPT-2 12 x 768 (random weights, vocabulary 50257) → 6 blocks by default:
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 
@@ -28,17 +32,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from bench_common import (Timings, demo_batch, inputs_for, log, make_real_contender, save_gpt2_shape_teacher,  # noqa: E402
-                          timed_step, trl_available)
+from bench_common import (Timings, demo_batch, inputs_for, log, make_real_contender,  # noqa: E402
+                          save_gpt2_shape_teacher, timed_step, trl_available)
 
 
 def _switch(on: bool) -> None:
-    """The aligned output layers on or off for the trainer's next step (the two modules that decide it)."""
-    import distill.distillation.teacher_side as teacher_side
-    import distill.distillation.trainer as trainer_module
-    from distill.distillation.aligned_logits import aligns
+    """The aligned output layers on or off for the trainer's next step."""
+    from distill.distillation import aligned_logits
 
-    teacher_side.aligns = trainer_module.aligns = aligns if on else (lambda *a, **k: False)
+    aligned_logits.ENABLED = on
 
 
 def _floor_step(trainer, inputs: dict, grad: torch.Tensor) -> float:
@@ -59,6 +61,27 @@ def _floor_step(trainer, inputs: dict, grad: torch.Tensor) -> float:
     trainer.optimizer.step()
     trainer.model.zero_grad(set_to_none=True)
     return time.perf_counter() - start
+
+
+def _gemm_seconds(head, hidden: torch.Tensor, repeat: int) -> dict[str, float]:
+    """Median seconds of the student's output layer alone on ``hidden`` ``[N, H]``, no gradient, alternated:
+    ``F.linear`` into a fresh contiguous ``[N, V]`` tensor against :func:`linear_logits` (rows padded)."""
+    import time
+
+    import torch.nn.functional as F
+
+    from distill.distillation.aligned_logits import linear_logits
+
+    runs = {"contiguous": lambda: F.linear(hidden, head.weight, head.bias),
+            "aligned": lambda: linear_logits(head, hidden)}
+    seconds = {name: [] for name in runs}
+    with torch.no_grad():
+        for _ in range(repeat + 1):  # the first of each is a warm-up
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()  # (the logits are freed on return)
+                seconds[name].append(time.perf_counter() - start)
+    return {name: round(statistics.median(v[1:]), 4) for name, v in seconds.items()}
 
 
 def _loss(trainer, inputs: dict, aligned: bool) -> tuple[float, int]:
@@ -111,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         steps["trl_gkd"] = lambda: timed_step(trl, trl_inputs)
     try:
         (aligned_loss, aligned_stride), (plain_loss, plain_stride) = _loss(kd, batch, True), _loss(kd, batch, False)
+        hidden = torch.randn(opts.batch * opts.seq, kd._student_head.weight.shape[1])
+        gemm = _gemm_seconds(kd._student_head, hidden, max(3, opts.rounds))
         log(f"step bound at {opts.batch} x {opts.seq}: {opts.rounds} rounds of {', '.join(steps)}")
         for step in steps.values():  # warm-up
             step()
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
               "kd_vs_floor": round(timings.ratio("kd", "floor"), 3),
               "floor_vs_trl": round(timings.ratio("floor", "trl_gkd"), 3) if with_trl else None,
               "kd_vs_trl": round(timings.ratio("kd", "trl_gkd"), 3) if with_trl else None,
+              "output_layer_seconds": gemm,
               "loss_parity_abs_diff": abs(aligned_loss - plain_loss),
               "logits_row_stride": {"kd": aligned_stride, "kd_unaligned": plain_stride},
               "per_round": [{n: round(r[n][0], 3) for n in steps} for r in rounds]}

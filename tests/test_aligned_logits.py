@@ -1,12 +1,14 @@
-"""Row-aligned output layers (distill.distillation.aligned_logits): the same logits, log-probabilities and gradients
-as ``layer(h)`` / ``log_softmax(layer(h))``, with 64-byte-aligned rows where they apply and the plain layer elsewhere."""
+"""Row-aligned output layers (distill.distillation.aligned_logits): the same logits, log-probabilities and
+gradients as ``layer(h)`` / ``log_softmax(layer(h))``, with 64-byte-aligned rows where they apply and the plain
+layer elsewhere."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.distillation.aligned_logits import ROW_ALIGN, aligns, linear_log_softmax, linear_logits, padded_width
+from distill.distillation.aligned_logits import (ROW_ALIGN, aligned_linear, aligns, linear_log_softmax, linear_logits,
+                                                 padded_width)
 
 
 def _row_stride_bytes(t: torch.Tensor) -> int:
@@ -30,6 +32,7 @@ def test_linear_logits_equal_the_layer_with_gradients_and_aligned_rows(vocab, bi
     got = torch.autograd.grad(out, [hidden, *layer.parameters()], grad)
     for g, w in zip(got, wanted):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aligned_linear(hidden, layer.weight, layer.bias), reference, rtol=1e-6, atol=1e-6)
 
 
 def test_linear_logits_take_a_strided_input_and_only_the_gradients_asked_for():
@@ -82,38 +85,43 @@ def test_the_plain_layer_runs_where_alignment_does_not_apply(case):
 
 
 # ---- in the trainer ------------------------------------------------------------------------------------------------
-def _step(trainer, inputs):
+def _step(trainer, inputs, fused):
     model = trainer.model.eval()  # no dropout: both steps see the same network
     model.zero_grad(set_to_none=True)
-    loss, _, outputs = trainer.distillation_step_loss(model, inputs, fused=False)
+    loss, _, outputs = trainer.distillation_step_loss(model, inputs, fused=fused)
     loss.backward()
     return loss.detach(), outputs.logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("temperature,perturbation", [(1.0, "none"), (2.0, "mean")])
-def test_trainer_plain_step_through_aligned_layers_equals_the_unaligned_step(tiny_args, monkeypatch, temperature,
-                                                                            perturbation):
-    """GPT-2's vocabulary (50257) on a CPU: the plain loss's student logits and the teacher's targets come from the
-    aligned layers, and the step's loss and gradients are those of the model's own output layers."""
-    import distill.distillation.teacher_side as teacher_side
-    import distill.distillation.trainer as trainer_module
+@pytest.mark.parametrize("temperature,perturbation,fused", [(1.0, "none", False), (2.0, "mean", False),
+                                                            (2.0, "mean", True)])
+def test_trainer_step_through_aligned_layers_equals_the_unaligned_step(tiny_args, monkeypatch, temperature,
+                                                                      perturbation, fused):
+    """GPT-2's vocabulary (50257) on a CPU: the plain loss's student logits, the fused loss's chunks and the
+    teacher's targets come from the aligned layers, and the step's loss and gradients are those of the model's own
+    output layers."""
+    from distill.distillation import aligned_logits
     from distill.distillation.trainer import DistillationTrainer
     from distill.text_data import DistillationCollator
 
     trainer = DistillationTrainer(args=tiny_args(temperature=temperature, alpha_kd=5.0, alpha_lm=2.0, alpha_cos=1.0,
-                                                 perturbation=perturbation))
+                                                 perturbation=perturbation, loss_chunk_size=7 if fused else "auto"))
     tok = trainer.processing_class
     rows = [{"input_ids": tok(t)["input_ids"]} for t in ["She said he was a nurse.", "The pilot waited for her."]]
     inputs = trainer._prepare_inputs(DistillationCollator(pad_token_id=tok.pad_token_id)(rows))
-    assert not trainer.uses_fused_loss(inputs)
-    aligned = _step(trainer, inputs)
+    buffers = []
+    padded = aligned_logits._padded_buffer
+    monkeypatch.setattr(aligned_logits, "_padded_buffer", lambda *a, **k: buffers.append(1) or padded(*a, **k))
+    aligned = _step(trainer, inputs, fused)
     targets = trainer.teacher_targets(inputs)[0]
-    assert aligned[1].stride(-2) == padded_width(50257) and targets.stride(-2) == padded_width(50257)
+    assert buffers and targets.stride(-2) == padded_width(50257)
+    if not fused:
+        assert aligned[1].stride(-2) == padded_width(50257)
 
-    for module in (teacher_side, trainer_module):
-        monkeypatch.setattr(module, "aligns", lambda *a, **k: False)
-    plain = _step(trainer, inputs)
-    assert plain[1].is_contiguous()  # the model's own output layer
+    monkeypatch.setattr(aligned_logits, "ENABLED", False)
+    buffers.clear()
+    plain = _step(trainer, inputs, fused)
+    assert not buffers and (fused or plain[1].is_contiguous())  # the models' own output layers
     torch.testing.assert_close(aligned[0], plain[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(aligned[1], plain[1], rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(targets, trainer.teacher_targets(inputs)[0], rtol=1e-6, atol=1e-5)

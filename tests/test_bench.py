@@ -167,5 +167,7 @@ def test_step_bound_smoke_times_the_four_steps_and_checks_the_aligned_loss(run_s
     assert r["loss_parity_abs_diff"] < 1e-5
     assert r["logits_row_stride"] == {"kd": 50272, "kd_unaligned": 50257}
     assert r["aligned_vs_unaligned"] > 0 and r["kd_vs_floor"] > 0
+    gemm = r["output_layer_seconds"]
+    assert set(gemm) == {"contiguous", "aligned"} and min(gemm.values()) > 0
     assert (r["kd_vs_trl"] is not None) == with_trl and (r["floor_vs_trl"] is not None) == with_trl
     assert "step bound at 1 x 16" in err

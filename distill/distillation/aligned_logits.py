@@ -8,7 +8,8 @@ GEMM's vector stores straddle lines. Measured on 2 AVX-512 cores (machine D of d
 same numbers, only the output's row stride differs. Both output layers of a KD step on a CPU run at this shape (the
 teacher's, the student's), which is about 5 % of the step at 2 x 512 with GPT-2's shapes.
 
-* :func:`linear_logits` — ``layer(h)`` for an ``nn.Linear`` (any ``[..., H]`` input): computed into a buffer
+* :func:`aligned_linear` / :func:`linear_logits` — ``F.linear(h, W, b)`` / ``layer(h)`` for an ``nn.Linear`` (any
+  ``[..., H]`` input): computed into a buffer
   ``[N, V_pad]``, ``V_pad`` = V rounded up to :data:`ROW_ALIGN` floats (64 bytes), and returned as its
   ``[..., V]`` view, with its own backward (``∂h = g W``, ``∂W = gᵀ h``, ``∂b = Σ g``). Callers see
   ``layer(h)``'s shape and values; the rows are 64-byte aligned.
@@ -42,13 +43,22 @@ def padded_width(width: int) -> int:
     return -(-width // ROW_ALIGN) * ROW_ALIGN
 
 
-def aligns(layer: nn.Module, hidden: torch.Tensor | None = None) -> bool:
-    """Whether :func:`linear_logits` / :func:`linear_log_softmax` pad ``layer``'s output rows (for ``hidden``, if
-    given: a float32 CPU tensor)."""
-    weight = getattr(layer, "weight", None)
-    return (type(layer) is nn.Linear and weight.device.type == "cpu" and weight.dtype == torch.float32
+#: whether the aligned paths run at all (for side-by-side benchmarks and tests; the values are the same either way)
+ENABLED = True
+
+
+def tensors_align(weight: torch.Tensor, hidden: torch.Tensor | None = None) -> bool:
+    """Whether ``F.linear(hidden, weight, …)``'s output rows are padded by :func:`aligned_linear`: float32 CPU
+    tensors, CPU autocast off, and a number of outputs that is not a multiple of :data:`ROW_ALIGN`."""
+    return (ENABLED and weight.device.type == "cpu" and weight.dtype == torch.float32
             and (hidden is None or (hidden.dtype == torch.float32 and hidden.device.type == "cpu"))
             and not torch.is_autocast_enabled("cpu") and weight.shape[0] % ROW_ALIGN != 0)
+
+
+def aligns(layer: nn.Module, hidden: torch.Tensor | None = None) -> bool:
+    """Whether :func:`linear_logits` / :func:`linear_log_softmax` pad ``layer``'s output rows (for ``hidden``, if
+    given): an exact ``nn.Linear`` whose tensors align (:func:`tensors_align`)."""
+    return type(layer) is nn.Linear and tensors_align(layer.weight, hidden)
 
 
 def _padded_buffer(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -84,12 +94,18 @@ class _AlignedLinear(torch.autograd.Function):
                 grad.sum(0) if ctx.has_bias and need_bias else None)
 
 
+def aligned_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(hidden, weight, bias)``, with 64-byte-aligned output rows where :func:`tensors_align`
+    (differentiable)."""
+    if not tensors_align(weight, hidden):
+        return F.linear(hidden, weight, bias)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    return _AlignedLinear.apply(flat, weight, bias).view(*hidden.shape[:-1], weight.shape[0])
+
+
 def linear_logits(layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """``layer(hidden)``, with 64-byte-aligned output rows where :func:`aligns` (differentiable)."""
-    if not aligns(layer, hidden):
-        return layer(hidden)
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    return _AlignedLinear.apply(flat, layer.weight, layer.bias).view(*hidden.shape[:-1], layer.weight.shape[0])
+    return aligned_linear(hidden, layer.weight, layer.bias) if aligns(layer, hidden) else layer(hidden)
 
 
 @torch.no_grad()

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import available_memory
+from .aligned_logits import aligned_linear
 from .losses import combine_losses, cosine_terms, kd_terms, loss_weights
 from .teacher_side import TeacherSide
 
@@ -112,7 +113,7 @@ class _Plan:
 def _chunk_loss(plan: _Plan, sl: slice, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 row_scale: torch.Tensor | None = None):
     """``(Σ_t ℓ_t, kd_t, ce_t)`` of the chunk ``sl`` (``ℓ_t`` scaled by ``row_scale`` of its row if given)."""
-    logits = F.linear(hidden, weight, bias)
+    logits = aligned_linear(hidden, weight, bias)
     total = logits.new_zeros((), dtype=torch.float32)
     kd = ce = None
     if plan.w_kd is not None:
