@@ -162,12 +162,12 @@ def test_step_bound_smoke_times_the_four_steps_and_checks_the_aligned_loss(run_s
     with_trl = importlib.util.find_spec("trl") is not None
     r, err = run_script("bench_step_bound", ["--batch", "1", "--seq", "16", "--rounds", "1", "--teacher-layers", "1",
                                              "--width", "32", "--student-layers", "1"])
-    assert set(r["step_seconds"]) == {"kd", "kd_unaligned", "floor"} | ({"trl_gkd"} if with_trl else set())
+    assert set(r["step_seconds"]) == {"kd", "kd_unaligned", "no_loss"} | ({"trl_gkd"} if with_trl else set())
     assert all(v > 0 for v in r["step_seconds"].values())
     assert r["loss_parity_abs_diff"] < 1e-5
     assert r["logits_row_stride"] == {"kd": 50272, "kd_unaligned": 50257}
-    assert r["aligned_vs_unaligned"] > 0 and r["kd_vs_floor"] > 0
+    assert r["aligned_vs_unaligned"] > 0 and r["kd_vs_no_loss"] > 0
     gemm = r["output_layer_seconds"]
     assert set(gemm) == {"contiguous", "aligned"} and min(gemm.values()) > 0
-    assert (r["kd_vs_trl"] is not None) == with_trl and (r["floor_vs_trl"] is not None) == with_trl
+    assert (r["kd_vs_trl"] is not None) == with_trl and (r["no_loss_vs_trl"] is not None) == with_trl
     assert "step bound at 1 x 16" in err
