@@ -1,27 +1,29 @@
 """Output layers whose logits rows start on a cache line: the same logits, written faster on a CPU.
 
 A causal LM's output layer ``z = h Wᵀ + b`` writes ``[N, V]`` logits. With an odd vocabulary (GPT-2's V = 50257)
-the rows of a contiguous float32 ``[N, V]`` tensor start at every offset within a 64-byte cache line, and a CPU
-GEMM's vector stores straddle lines. Measured on 2 AVX-512 cores (machine D of docs/performance.md),
-``F.linear`` of ``[1024, 768]`` hidden states through GPT-2's ``[50257, 768]`` layer takes 0.64 s into a fresh
-``[1024, 50257]`` tensor, and 0.49 s into the ``[:, :50257]`` view of a ``[1024, 50272]`` one: the same GEMM, the
-same numbers, only the output's row stride differs. Both output layers of a KD step on a CPU run at this shape (the
-teacher's, the student's), which is about 5 % of the step at 2 x 512 with GPT-2's shapes.
+the rows of a contiguous float32 ``[N, V]`` tensor start at every offset within a 64-byte cache line, and the CPU
+GEMM's vector stores straddle lines. Written into the ``[:, :V]`` view of an ``[N, V_pad]`` buffer instead — the
+same GEMM, the same numbers, only the output's row stride differs — GPT-2's output layer on 1024 positions took
+0.42 s against 0.56 s into a fresh contiguous tensor, and a whole KD step at 2 x 512 with GPT-2's shapes 0.95x the
+step with the models' own output layers (machine D, ``scripts/bench_step_bound.py``, docs/performance.md).
 
 * :func:`aligned_linear` / :func:`linear_logits` — ``F.linear(h, W, b)`` / ``layer(h)`` for an ``nn.Linear`` (any
-  ``[..., H]`` input): computed into a buffer
-  ``[N, V_pad]``, ``V_pad`` = V rounded up to :data:`ROW_ALIGN` floats (64 bytes), and returned as its
-  ``[..., V]`` view, with its own backward (``∂h = g W``, ``∂W = gᵀ h``, ``∂b = Σ g``). Callers see
-  ``layer(h)``'s shape and values; the rows are 64-byte aligned.
+  ``[..., H]`` input), computed into a buffer ``[N, V_pad]``, ``V_pad`` = V rounded up to :data:`ROW_ALIGN` floats
+  (64 bytes), and returned as its ``[..., V]`` view, with its own backward (``∂h = g W``, ``∂W = gᵀ h``,
+  ``∂b = Σ g``). Callers see ``F.linear``'s shape and values; the rows are 64-byte aligned.
 * :func:`linear_log_softmax` — ``log softmax(layer(h))`` (no gradient: the teacher's targets). The buffer's pad
   columns hold ``-inf``, so the softmax runs over whole contiguous padded rows (``exp(-inf) = 0``: the same
   normaliser) and the ``[..., V]`` view of the result is returned; ``F.log_softmax`` of a strided view would copy it
   first.
 
-Where this applies (:func:`aligns`): an exact ``nn.Linear`` (subclasses may override ``forward``) with float32 weights
-on a CPU, a float32 input, CPU autocast off, and V not already a multiple of :data:`ROW_ALIGN`. Everywhere else —
-accelerators (their GEMM libraries choose kernels by alignment themselves; not measured here), autocast, quantised
-or adapted layers — both functions are the plain ``layer(h)``.
+Used for the teacher's targets (:func:`distill.distillation.teacher_side.output_log_probs`), the fused loss's chunks
+(:mod:`distill.distillation.fused_loss`) and the plain loss's student logits (the trainer runs the student's forward
+without its output layer, except under DP-SGD, whose per-sample machinery hooks the student's modules, and under
+bf16/fp16, whose autocast the forward applies). Where it applies (:func:`tensors_align`, :func:`aligns`): float32
+CPU tensors, CPU autocast off, V not already a multiple of :data:`ROW_ALIGN`, and for a module an exact ``nn.Linear``
+(subclasses may override ``forward``). Everywhere else — accelerators (their GEMM libraries choose kernels by
+alignment themselves; not measured here), autocast, quantised or adapted layers — the functions are the plain
+``F.linear`` / ``layer(h)``. :data:`ENABLED` switches the aligned paths off for side-by-side runs.
 
 Own code because PyTorch has no option for the row stride of ``F.linear``'s output, and padding the vocabulary
 itself (``resize_token_embeddings(pad_to_multiple_of=…)``) would change the shapes of the models a distillation
