@@ -1,6 +1,7 @@
 """Helpers the benchmark scripts share: the one place they import from (no script imports another script).
 
-* timing: :func:`timed_step`, :class:`Timings` (medians of per-round ratios), :func:`time_round_robin`;
+* timing: :func:`timed_step`, :class:`Timings` (medians of per-round ratios), :func:`time_round_robin`,
+  :func:`time_steps`;
 * peak memory in a fresh process: :func:`peak_memory`, :func:`measure_memory` (``bench_dp.py``'s child),
   :func:`measure_real_memory` (``bench.py``'s child);
 * models and rows: :func:`make_teacher` (GPT-2 4 x 64), :func:`save_gpt2_shape_teacher`, :func:`make_trainer`
@@ -680,14 +681,21 @@ def cache_contenders(teacher_dir: str, workdir: str, batch: int, seq: int, top_k
 
 def time_round_robin(trainers: dict, batches: dict, steps: int, repeat: int, warmup: int) -> Timings:
     """Round-robin: each round runs ``steps`` steps of every contender on its batch, the order reversed every
-    other round."""
-    for name, t in trainers.items():
+    other round (:func:`time_steps` of :func:`timed_step`)."""
+    return time_steps({n: (lambda n=n: timed_step(trainers[n], batches[n])) for n in trainers}, steps, repeat, warmup)
+
+
+def time_steps(steps_by_name: dict, steps: int, repeat: int, warmup: int) -> Timings:
+    """Round-robin over ``steps_by_name`` (name -> a function that runs one step and returns its seconds):
+    ``warmup`` steps of each first, then ``repeat`` rounds of ``steps`` steps of each, the order reversed every other
+    round."""
+    for step in steps_by_name.values():
         for _ in range(warmup):
-            timed_step(t, batches[name])
+            step()
     rounds = []
     for i in range(repeat):
-        order = list(trainers) if i % 2 == 0 else list(reversed(trainers))
-        rounds.append({n: [timed_step(trainers[n], batches[n]) for _ in range(steps)] for n in order})
+        order = list(steps_by_name) if i % 2 == 0 else list(reversed(steps_by_name))
+        rounds.append({n: [steps_by_name[n]() for _ in range(steps)] for n in order})
     return Timings(rounds)
 
 

@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from bench_common import (Timings, demo_batch, inputs_for, log, make_real_contender,  # noqa: E402
-                          save_gpt2_shape_teacher, timed_step, trl_available)
+from bench_common import (demo_batch, inputs_for, log, make_real_contender, save_gpt2_shape_teacher,  # noqa: E402
+                          time_steps, timed_step, trl_available)
 
 
 def _switch(on: bool) -> None:
@@ -139,15 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
         hidden = torch.randn(opts.batch * opts.seq, kd._student_head.weight.shape[1])
         gemm = _gemm_seconds(kd._student_head, hidden, max(3, opts.rounds))
         log(f"step bound at {opts.batch} x {opts.seq}: {opts.rounds} rounds of {', '.join(steps)}")
-        for step in steps.values():  # warm-up
-            step()
-        rounds = []
-        for i in range(opts.rounds):
-            order = list(steps) if i % 2 == 0 else list(reversed(steps))
-            rounds.append({name: [steps[name]()] for name in order})
+        timings = time_steps(steps, 1, opts.rounds, 1)
     finally:
         _switch(True)
-    timings = Timings(rounds)
     result = {"batch": opts.batch, "seq": opts.seq, "rounds": opts.rounds,
               "step_seconds": {n: round(timings.median(n), 3) for n in steps},
               "aligned_vs_unaligned": round(timings.ratio("kd", "kd_unaligned"), 3),
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
               "output_layer_seconds": gemm,
               "loss_parity_abs_diff": abs(aligned_loss - plain_loss),
               "logits_row_stride": {"kd": aligned_stride, "kd_unaligned": plain_stride},
-              "per_round": [{n: round(r[n][0], 3) for n in steps} for r in rounds]}
+              "per_round": [{n: round(r[n][0], 3) for n in steps} for r in timings.rounds]}
     log(json.dumps({k: v for k, v in result.items() if k != "per_round"}))
     print(json.dumps(result))
     return result
