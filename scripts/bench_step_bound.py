@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -110,7 +111,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-trl", action="store_true")
     opts = parser.parse_args(argv)
 
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     from distill.runtime import tune_cpu_allocator
@@ -119,6 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
     hf_logging.disable_progress_bar()
     tune_cpu_allocator()
     work = tempfile.mkdtemp(prefix="bench-step-bound-")
+    try:
+        return _run(opts, work)
+    finally:  # the saved GPT-2-shape teacher is about 0.5 GB
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(opts, work: str) -> dict:
+    from transformers import AutoModelForCausalLM
+
     teacher_dir = save_gpt2_shape_teacher(os.path.join(work, "teacher"), opts.teacher_layers, opts.width)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir)
     kd = make_real_contender("kd_matched", teacher_dir, opts.batch, work, teacher=teacher,
