@@ -85,15 +85,14 @@ class _AlignedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(hidden, weight)
-        ctx.has_bias = bias is not None
         return _padded_buffer(hidden, weight, bias)[:, :weight.shape[0]]
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         hidden, weight = ctx.saved_tensors
-        need_hidden, need_weight, need_bias = ctx.needs_input_grad
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad  # (False for an absent bias)
         return (grad @ weight if need_hidden else None, grad.t() @ hidden if need_weight else None,
-                grad.sum(0) if ctx.has_bias and need_bias else None)
+                grad.sum(0) if need_bias else None)
 
 
 def aligned_linear(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
