@@ -4,7 +4,8 @@ Each module there defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``ru
 Errors a user can cause (:class:`~distill.errors.DistillError`) and bad flags are printed as one line, exit
 code 2, on the main process only (every process of an ``accelerate launch`` run raises the same error).
 Every ``--long-option`` is accepted with dashes or underscores (``--max-new-tokens`` = ``--max_new_tokens``),
-and error hints spell an option the way the running command takes it.
+and error hints spell an option the way the running command takes it. Every command ends by destroying the process
+group of a multi-process launch (:func:`~distill.runtime.end_process_group`), whatever its outcome.
 
 One convention across the commands: the output directory is ``--output_dir`` (older spellings are hidden aliases,
 :func:`add_deprecated_alias`, that warn once); a boolean option is a bare ``--flag`` (true) or ``--flag true|false``
@@ -22,7 +23,7 @@ import sys
 
 from . import __version__
 from .errors import DistillError, use_option_style
-from .runtime import tune_cpu_allocator
+from .runtime import end_process_group, tune_cpu_allocator
 
 #: Subcommand modules of :mod:`distill.commands`, in the order `distill --help` lists them.
 COMMANDS = ("demo", "train", "federated", "cache_teacher", "evaluate", "counterfactual", "audit", "card", "push",
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"distill {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:  # under `accelerate launch`: before interpreter shutdown, which may abort on a live gloo group
+        end_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,12 @@ Set ``FAIR_DISTILL_NO_MALLOPT=1`` to leave the allocator alone.
 
 :func:`available_memory` is what the memory-for-speed choices of a training step read (the plain or fused loss:
 :mod:`distill.distillation.fused_loss`; attention kept or recomputed: :mod:`distill.distillation.lean`).
+
+:func:`end_process_group` ends a process of a multi-process run cleanly: ``torch.distributed``'s default group is
+destroyed while the interpreter is still whole. Left to interpreter shutdown, gloo's worker threads may still
+hold finished work whose tensors reference Python objects; freeing them during finalisation takes the GIL of a
+half-torn-down interpreter and the process dies with SIGABRT ("terminate called without an active exception"),
+turning a finished run into a failed launch (pytorch/pytorch#179291 describes it; PyTorch does not do it at exit).
 """
 
 from __future__ import annotations
@@ -85,3 +91,16 @@ def resolve_device(spec: str | None):
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DistillError(f"{flag}: MPS is not available on this machine: use cpu.")
     return device
+
+
+def end_process_group() -> bool:
+    """Destroy ``torch.distributed``'s default process group if this process started one; returns whether it did.
+
+    Local to this process (no collective), so it is safe on every exit path, including a process that stops
+    with an error while the others are still running. Nothing to do, and torch not imported, in a one-process run.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return False
+    dist.destroy_process_group()
+    return True

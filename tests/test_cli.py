@@ -264,3 +264,21 @@ def test_usage_lines_show_what_a_command_accepts(run_cli):
     assert rc == 0 and "[--KEY VALUE ...]" in out
     rc, out, _ = run_cli("cache-teacher", "--help")
     assert rc == 0 and "[--KEY VALUE ...]" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("argv, code", [(["counterfactual", "He thanked his sister."], 0),
+                                        (["card", "--model", "no/such/dir"], 2)])
+def test_every_command_ends_by_destroying_the_process_group(argv, code, capsys):
+    """Under `accelerate launch` each process started torch.distributed's default group; a command that returns
+    (or stops with a DistillError) destroys it before the interpreter shuts down, where gloo may abort."""
+    import torch.distributed as dist
+
+    from distill.cli import main
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        assert main(argv) == code
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
