@@ -17,6 +17,7 @@ from transformers import TrainerCallback
 from distill.distillation.config import DistillationConfig
 from distill.privacy.sampling import RecordBatchSampler
 from distill.distillation.train import build_trainer
+from distill.runtime import end_process_group
 
 
 def fixed_poisson_draws(self):
@@ -52,6 +53,7 @@ def main(teacher, out, per_device, accum):
         run(teacher, out, int(per_device), int(accum))
     finally:
         RecordBatchSampler.logical_batches = original
+        end_process_group()  # as every `distill` command does: gloo may abort at interpreter shutdown
 
 
 def run(teacher, out, per_device, accum):
