@@ -40,21 +40,20 @@ def run_script(capsys, monkeypatch):
 
 @pytest.fixture
 def memory_in_process(monkeypatch, run_script):
-    """The scripts' GPT-2-shape memory runs in this process instead of a fresh one each (~12 s of start-up on a slow
-    2-core machine). Runs under an address-space cap (TRL's) still start their own process: the cap must not apply
-    to this one. ``bench_smoke`` covers the fresh-process path of the tiny part (``bench_dp.py``'s child)."""
+    """The scripts' GPT-2-shape memory runs in this process (``bench_common.MEMORY_IN_PROCESS``), not in a fresh one
+    each (~12 s of start-up on a slow 2-core machine). Runs under an address-space cap (TRL's) still start their own
+    process: the cap must not apply to this one. ``bench_smoke`` covers the fresh-process path of the tiny part
+    (``bench_dp.py``'s child)."""
     import bench_common
 
-    fresh = bench_common.measure_real_memory
+    measure_real_memory = bench_common.measure_real_memory
     calls = []
 
-    def measure(name, a, teacher_dir, batch=None, seq=None, extra=None, rlimit_gb=None):
+    def measure(*args, rlimit_gb=None, **kw):
         calls.append("fresh" if rlimit_gb else "in-process")
-        if rlimit_gb:
-            return fresh(name, a, teacher_dir, batch, seq, extra=extra, rlimit_gb=rlimit_gb)
-        return bench_common.real_memory_child(name, teacher_dir, batch or a.gpu_batch, seq or a.gpu_seq,
-                                              a.real_memory_steps, a.bf16, a.real_student_layers, extra)
+        return measure_real_memory(*args, rlimit_gb=rlimit_gb, **kw)
 
+    monkeypatch.setattr(bench_common, "MEMORY_IN_PROCESS", True)
     monkeypatch.setattr(bench_common, "measure_real_memory", measure)
     return calls
 
