@@ -4,8 +4,8 @@ Each module there defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``ru
 Errors a user can cause (:class:`~distill.errors.DistillError`) and bad flags are printed as one line, exit
 code 2, on the main process only (every process of an ``accelerate launch`` run raises the same error).
 Every ``--long-option`` is accepted with dashes or underscores (``--max-new-tokens`` = ``--max_new_tokens``),
-and error hints spell an option the way the running command takes it. Every command ends by destroying the process
-group of a multi-process launch (:func:`~distill.runtime.end_process_group`), whatever its outcome.
+and error hints spell an option the way the running command takes it. A command that returns (or stops with a
+``DistillError``) destroys the process group of a multi-process launch (:func:`~distill.runtime.end_process_group`).
 
 One convention across the commands: the output directory is ``--output_dir`` (older spellings are hidden aliases,
 :func:`add_deprecated_alias`, that warn once); a boolean option is a bare ``--flag`` (true) or ``--flag true|false``
@@ -220,18 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     style = config_option_style if getattr(mod, "ACCEPTS_EXTRA", False) else sub.option_style
     try:
         with use_option_style(style):
-            return int(mod.run(args, extra) or 0)
+            code = int(mod.run(args, extra) or 0)
     except DistillError as exc:
         if is_main_process():
             print(f"distill {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except BrokenPipeError:  # output piped into `head`
-        return 0
-    except KeyboardInterrupt:
+        code = 0
+    except KeyboardInterrupt:  # not after an interrupt: a collective cut short would make destroying wait for it
         print(f"distill {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:  # under `accelerate launch`: before interpreter shutdown, which may abort on a live gloo group
-        end_process_group()
+    end_process_group()  # under `accelerate launch`: before interpreter shutdown, which may abort on a live group
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

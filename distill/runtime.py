@@ -96,8 +96,9 @@ def resolve_device(spec: str | None):
 def end_process_group() -> bool:
     """Destroy ``torch.distributed``'s default process group if this process started one; returns whether it did.
 
-    Local to this process (no collective), so it is safe on every exit path, including a process that stops
-    with an error while the others are still running. Nothing to do, and torch not imported, in a one-process run.
+    Local to this process (no collective): a process that ends while the others still run does not wait for them.
+    It does wait for this process's own unfinished collectives (gloo drains its queue), so call it where none is
+    pending: after a command returned, not after an interrupt. Nothing to do in a one-process run.
     """
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized():

@@ -282,3 +282,23 @@ def test_every_command_ends_by_destroying_the_process_group(argv, code, capsys):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_an_interrupted_command_leaves_the_process_group_alone(monkeypatch, capsys):
+    """After Ctrl-C a collective may be cut short, and destroying the group would wait for it: left to the exit."""
+    import torch.distributed as dist
+
+    from distill.cli import main
+    from distill.commands import counterfactual
+
+    def interrupted(args, extra):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(counterfactual, "run", interrupted)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        assert main(["counterfactual", "x"]) == 130
+        assert dist.is_initialized()
+        assert "interrupted" in capsys.readouterr().err
+    finally:
+        dist.destroy_process_group()
