@@ -255,16 +255,17 @@ MEMORY_IN_PROCESS = False
 
 def measure_real_memory(name: str, a, teacher_dir: str, batch: int | None = None, seq: int | None = None,
                         extra: dict | None = None, rlimit_gb: float | None = None) -> dict:
-    """:func:`real_memory_child` in a fresh interpreter, at ``batch x seq`` (default ``a.gpu_batch x a.gpu_seq``)."""
+    """:func:`real_memory_child` in a fresh interpreter (in this one under :data:`MEMORY_IN_PROCESS` when uncapped),
+    at ``batch x seq`` (default ``a.gpu_batch x a.gpu_seq``)."""
+    batch, seq = batch or a.gpu_batch, seq or a.gpu_seq
+    if MEMORY_IN_PROCESS and not rlimit_gb:
+        return real_memory_child(name, teacher_dir, batch, seq, a.real_memory_steps, a.bf16, a.real_student_layers,
+                                 extra)
     import subprocess
 
-    if MEMORY_IN_PROCESS and not rlimit_gb:
-        return real_memory_child(name, teacher_dir, batch or a.gpu_batch, seq or a.gpu_seq, a.real_memory_steps,
-                                 a.bf16, a.real_student_layers, extra)
     cmd = [sys.executable, BENCH_SCRIPT, "--_real-memory-child", name, "--_teacher", teacher_dir,
-           "--gpu-batch", str(batch or a.gpu_batch), "--gpu-seq", str(seq or a.gpu_seq), "--real-memory-steps",
-           str(a.real_memory_steps), "--real-student-layers", str(a.real_student_layers)] + (["--bf16"] if a.bf16
-                                                                                            else [])
+           "--gpu-batch", str(batch), "--gpu-seq", str(seq), "--real-memory-steps", str(a.real_memory_steps),
+           "--real-student-layers", str(a.real_student_layers)] + (["--bf16"] if a.bf16 else [])
     if extra:
         cmd += ["--_extra", json.dumps(extra)]
     if rlimit_gb:
