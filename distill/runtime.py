@@ -13,7 +13,7 @@ Set ``FAIR_DISTILL_NO_MALLOPT=1`` to leave the allocator alone.
 destroyed while the interpreter is still whole. Left to interpreter shutdown, gloo's worker threads may still
 hold finished work whose tensors reference Python objects; freeing them during finalisation takes the GIL of a
 half-torn-down interpreter and the process dies with SIGABRT ("terminate called without an active exception"),
-turning a finished run into a failed launch (pytorch/pytorch#179291 describes it; PyTorch does not do it at exit).
+turning a finished run into a failed launch (pytorch/pytorch#179291 describes it; PyTorch leaves it to the user).
 """
 
 from __future__ import annotations
